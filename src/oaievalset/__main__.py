@@ -1,0 +1,5 @@
+"""`python -m oaievalset`."""
+
+from oaievalset.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,412 @@
+"""The `oaievalset` command: the parser, `run`, and `main`, the one place that turns errors
+into exit codes. Names and defaults follow openai/evals' `evals/cli/oaievalset.py`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from types import FrameType
+from typing import Any, List, Optional, Sequence
+
+from oaievalset.commands import build_commands
+from oaievalset.console import highlight, use_color
+from oaievalset.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    LaunchError,
+    OaiEvalSetError,
+)
+from oaievalset.progress import ProgressFile, command_id, format_entry, progress_path
+from oaievalset.registry import Registry
+
+PROG = "oaievalset"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The original's parser, plus our own flags.
+
+    No flag of ours may begin like a flag of oaieval (argparse accepts prefixes, so it
+    would capture an argument meant for the eval), nor like `--re`, `--no`, `--exit`, so
+    that the original's abbreviations keep their meaning.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run every eval of an eval set against one model, with resume.",
+        epilog="Any other argument is passed, in order, to every oaieval command.",
+    )
+    parser.add_argument("model", type=str, help="Name of a completion function or model.")
+    parser.add_argument("eval_set", type=str, help="Name of an eval set. See the registry.")
+    parser.add_argument(
+        "--registry_path",
+        type=str,
+        default=None,
+        action="append",
+        help="An extra registry root (repeatable); forwarded to each oaieval.",
+    )
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Skip the evals recorded in the progress file.",
+    )
+    parser.add_argument(
+        "--exit-on-error",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Stop at the first eval that fails.",
+    )
+    ours = parser.add_argument_group("beyond the original")
+    ours.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="Run up to N evals at once (default 1).",
+    )
+    ours.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="Stop an eval that runs longer, and count it as failed (default: no limit).",
+    )
+    ours.add_argument(
+        "--attempts",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="Run a failing eval up to N times in all, with a short backoff (default 1).",
+    )
+    ours.add_argument(
+        "--plan",
+        action="store_true",
+        help="Show what would run and what is already done; run nothing.",
+    )
+    ours.add_argument(
+        "--list",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SET",
+        help="List the eval sets, or the evals that SET resolves to; run nothing.",
+    )
+    ours.add_argument(
+        "--json", action="store_true", help="With --plan or --list: print JSON."
+    )
+    return parser
+
+
+class OaiEvalSetArguments(argparse.Namespace):
+    """The parsed arguments, as in the original module."""
+
+    model: str
+    eval_set: str
+    registry_path: Optional[List[str]]
+    resume: bool
+    exit_on_error: bool
+    jobs: int
+    timeout: Optional[float]
+    attempts: int
+    plan: bool
+    list: Optional[str]
+    json: bool
+
+
+def _opt(args: argparse.Namespace, name: str, default: Any) -> Any:
+    # run() also takes a Namespace built for the original, without our attributes.
+    return getattr(args, name, default)
+
+
+def run(
+    args: OaiEvalSetArguments,
+    unknown_args: List[str],
+    registry: Optional[Registry] = None,
+    run_command: str = "oaieval",
+    *,
+    color: Optional[bool] = None,
+    executor: Any = None,
+) -> int:
+    """Run every eval of `args.eval_set` against `args.model`; returns the exit code.
+
+    Errors the user can fix raise an OaiEvalSetError before anything runs.
+    """
+    from oaievalset import report, runner
+
+    color = use_color(sys.stdout) if color is None else color
+    registry = registry or Registry()
+    if args.registry_path:
+        registry.add_registry_paths(args.registry_path)
+
+    resolution = registry.resolve(args.eval_set)
+    for pattern in resolution.unmatched:
+        # The original skips these silently; a typo in a set should at least be visible.
+        print(
+            f"{PROG}: warning: eval set '{resolution.eval_set.key}' lists '{pattern}', "
+            f"which matches no eval; skipped",
+            file=sys.stderr,
+        )
+    commands = build_commands(
+        args.model,
+        (spec.key for spec in resolution.evals),
+        unknown_args,
+        args.registry_path,
+        run_command,
+    )
+    progress = ProgressFile(progress_path(args.model, args.eval_set), fresh=not args.resume)
+
+    if _opt(args, "plan", False):
+        from oaievalset import plan
+
+        entries = plan.plan_entries(commands, progress, args.resume)
+        if _opt(args, "json", False):
+            print(plan.plan_json(args.model, args.eval_set, progress, entries))
+        else:
+            print(plan.plan_text(args.model, args.eval_set, progress, entries))
+        return EXIT_OK
+
+    completed = progress.read() if args.resume else []
+    if completed:
+        print(f"Loaded progress from {progress.path}")
+        # As the original: the count is of entries in the file, whatever command they hold.
+        print(f"{len(completed)}/{len(commands)} evals already completed:")
+        for entry in completed:
+            print("  " + format_entry(entry))
+
+    todo = [c for c in commands if c not in completed]
+    print("Going to run the following commands:")
+    for command in todo:
+        print("  " + " ".join(command))
+    sys.stdout.flush()
+
+    first = len(commands) - len(todo)
+    results: List[runner.Result] = []
+    exit_code = EXIT_OK
+    interrupted = False
+    if todo:
+        try:
+            runner.check_executable(todo[0]) if executor is None else None
+        except LaunchError:
+            print(highlight(f"Running command: {' '.join(todo[0])} ({first + 1}/{len(commands)})", color))
+            raise
+        progress.prepare()
+        options = runner.RunOptions(
+            jobs=_opt(args, "jobs", 1),
+            timeout=_opt(args, "timeout", None),
+            attempts=_opt(args, "attempts", 1),
+            exit_on_error=args.exit_on_error,
+            color=color,
+        )
+        try:
+            results = runner.execute(
+                todo,
+                progress,
+                options,
+                executor or runner.SubprocessExecutor(),
+                first_index=first,
+                total=len(commands),
+                out=sys.stdout,
+                err=sys.stderr,
+            )
+        except runner.Interrupted as stop:
+            results = stop.results
+            interrupted = True
+
+    failed = [r for r in results if r.status in runner.FAILURES]
+    if interrupted:
+        exit_code = EXIT_INTERRUPTED
+    elif failed:
+        exit_code = EXIT_FAILED
+    else:
+        print(highlight("All done!", color))
+    sys.stdout.flush()
+
+    if commands:
+        earlier = _earlier_results([c for c in commands if c in completed], progress)
+        ordered = _in_command_order(commands, earlier + results)
+        _summarize(args, progress, ordered, exit_code, interrupted, failed)
+    return exit_code
+
+
+def _earlier_results(commands: List[List[str]], progress: ProgressFile) -> List[Any]:
+    from pathlib import Path
+
+    from oaievalset import runner
+    from oaievalset.report import read_final_report
+
+    states = progress.read_state() if commands else {}
+    results = []
+    for command in commands:
+        state = states.get(command_id(command), {})
+        log = Path(state["log"]) if state.get("log") else None
+        results.append(
+            runner.Result(
+                command=command,
+                status=runner.DONE_EARLIER,
+                exit_code=state.get("exit_code"),
+                attempts=state.get("attempts", 0),
+                started=state.get("started"),
+                ended=state.get("ended"),
+                log=log,
+                metrics=read_final_report(log),
+            )
+        )
+    return results
+
+
+def _in_command_order(commands: List[List[str]], results: List[Any]) -> List[Any]:
+    by_command = {json.dumps(r.command): r for r in results}
+    return [by_command[json.dumps(c)] for c in commands if json.dumps(c) in by_command]
+
+
+def _summarize(
+    args: OaiEvalSetArguments,
+    progress: ProgressFile,
+    results: List[Any],
+    exit_code: int,
+    interrupted: bool,
+    failed: List[Any],
+) -> None:
+    """The table on stderr (stdout keeps the original's lines), and the JSON report file."""
+    from oaievalset import report
+    from oaievalset.progress import atomic_write
+
+    err = sys.stderr
+    print("", file=err)
+    print(report.summary_table(results), file=err)
+    data = report.json_report(args.model, args.eval_set, progress.path, results, exit_code)
+    report_path = progress.state_dir / "report.json"
+    try:
+        progress.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(report_path, report.dumps(data) + "\n")
+        print(f"{PROG}: report: {report_path}", file=err)
+    except OSError as exc:
+        print(f"{PROG}: warning: could not write {report_path} ({exc.strerror})", file=err)
+    if interrupted:
+        print(
+            f"{PROG}: interrupted; the running evals were stopped and not recorded. "
+            f"Run the same command again to resume.",
+            file=err,
+        )
+    elif failed:
+        print(f"{PROG}: {len(failed)} eval(s) failed:", file=err)
+        for r in failed:
+            print(f"  {' '.join(r.command)} ({r.status}; log: {r.log})", file=err)
+        print(f"{PROG}: they are not recorded as completed; a resume retries them.", file=err)
+    err.flush()
+
+
+def _list_main(argv: Sequence[str]) -> int:
+    """`oaievalset --list [SET] [--registry_path P]... [--json]`."""
+    from oaievalset import plan
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} --list", allow_abbrev=False)
+    parser.add_argument("--list", nargs="?", const="", default="")
+    parser.add_argument("--registry_path", action="append", default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    registry = Registry()
+    if args.registry_path:
+        registry.add_registry_paths(args.registry_path)
+    if not args.list:
+        sets = plan.list_sets(registry)
+        print(json.dumps(sets, indent=2) if args.json else plan.list_sets_text(sets))
+        return EXIT_OK
+    resolution = registry.resolve(args.list)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "eval_set": resolution.eval_set.key,
+                    "file": str(resolution.eval_set.file),
+                    "entries": list(resolution.eval_set.evals),
+                    "evals": [
+                        {"key": s.key, "class": s.cls, "file": str(s.file)} for s in resolution.evals
+                    ],
+                    "unmatched": list(resolution.unmatched),
+                },
+                indent=2,
+            )
+        )
+    else:
+        for spec in resolution.evals:
+            print(spec.key)
+        for pattern in resolution.unmatched:
+            print(f"{PROG}: warning: '{pattern}' matches no eval", file=sys.stderr)
+    return EXIT_OK
+
+
+def _wants_list(argv: Sequence[str]) -> bool:
+    for token in argv:
+        if token == "--":
+            return False
+        if token == "--list" or token.startswith("--list="):
+            return True
+    return False
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: stop the children, record nothing more, exit 130."""
+
+
+def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    raise _Terminated()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `oaievalset` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if _wants_list(argv):
+            return _list_main(argv)
+        parser = get_parser()
+        args, unknown = parser.parse_known_args(argv, namespace=OaiEvalSetArguments())
+        if args.list is not None:
+            return _list_main(argv)
+        if args.json and not args.plan:
+            parser.error("--json goes with --plan or --list")
+        return run(args, unknown)
+    except OaiEvalSetError as exc:
+        sys.stdout.flush()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        # Before or after the runner (which handles its own children): nothing to stop.
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `oaievalset ... | head`: the reader left; not an error of ours.
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+__all__ = ["EXIT_USAGE", "OaiEvalSetArguments", "get_parser", "main", "run"]

@@ -1,0 +1,38 @@
+"""Pure: model, evals, extra arguments and registry paths -> ordered, de-duplicated commands."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Sequence
+
+Command = List[str]
+
+
+def build_commands(
+    model: str,
+    eval_keys: Iterable[str],
+    passthrough: Sequence[str],
+    registry_paths: Optional[Sequence[str]] = None,
+    run_command: str = "oaieval",
+) -> List[Command]:
+    """One command per eval key, in the order given, each identical command once.
+
+    Each registry path is forwarded as its own `--registry_path P`: the original sends
+    `--registry_path A B`, which its own oaieval rejects.
+    """
+    tail: List[str] = []
+    for path in registry_paths or ():
+        tail += ["--registry_path", path]
+    commands: List[Command] = []
+    seen: set[tuple[str, ...]] = set()
+    for key in eval_keys:
+        command = [run_command, model, key, *passthrough, *tail]
+        frozen = tuple(command)
+        if frozen not in seen:
+            seen.add(frozen)
+            commands.append(command)
+    return commands
+
+
+def eval_key(command: Sequence[str]) -> str:
+    """The eval a command runs (its third element)."""
+    return command[2] if len(command) > 2 else ""

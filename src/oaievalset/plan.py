@@ -1,0 +1,90 @@
+"""What would run, without running it: the plan of a set and the listing of sets and evals."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Sequence
+
+from oaievalset.commands import Command
+from oaievalset.progress import ProgressFile, command_id, format_entry
+from oaievalset.registry import Registry
+
+
+def plan_entries(commands: Sequence[Command], progress: ProgressFile, resume: bool) -> List[Dict[str, Any]]:
+    """For each command: done, running elsewhere, failed before, or pending, and why a
+    recorded command for the same eval does not count (it differs in its arguments)."""
+    recorded = progress.read() if resume else []
+    states = progress.read_state()
+    entries: List[Dict[str, Any]] = []
+    for command in commands:
+        state = states.get(command_id(command), {})
+        entry: Dict[str, Any] = {"eval": command[2], "command": command}
+        if command in recorded:
+            entry["status"] = "done"
+        elif progress.state_dir.exists() and progress.is_claimed_elsewhere(command):
+            entry["status"] = "running"
+        elif state.get("status") in ("failed", "timed out", "interrupted"):
+            entry["status"] = state["status"]
+            entry["exit_code"] = state.get("exit_code")
+        else:
+            entry["status"] = "pending"
+        if state.get("log"):
+            entry["log"] = state["log"]
+        if entry["status"] != "done":
+            near = [
+                r
+                for r in recorded
+                if isinstance(r, list) and len(r) > 2 and r[2] == command[2] and r != command
+            ]
+            if near:
+                entry["recorded_as"] = near
+        entries.append(entry)
+    return entries
+
+
+def plan_text(model: str, eval_set: str, progress: ProgressFile, entries: List[Dict[str, Any]]) -> str:
+    lines = [f"Plan for {model} {eval_set} (progress file: {progress.path})"]
+    width = max([len(e["status"]) for e in entries] + [7])
+    for e in entries:
+        lines.append(f"  {e['status'].ljust(width)}  {' '.join(e['command'])}")
+        if "exit_code" in e and e["exit_code"] is not None:
+            lines.append(f"  {'':{width}}  last exit code {e['exit_code']}; log: {e.get('log')}")
+        for other in e.get("recorded_as", []):
+            lines.append(
+                f"  {'':{width}}  not done: recorded with other arguments: {format_entry(other)}"
+            )
+    todo = sum(1 for e in entries if e["status"] != "done")
+    lines.append(f"{todo} of {len(entries)} to run.")
+    return "\n".join(lines)
+
+
+def plan_json(model: str, eval_set: str, progress: ProgressFile, entries: List[Dict[str, Any]]) -> str:
+    return json.dumps(
+        {
+            "model": model,
+            "eval_set": eval_set,
+            "progress_file": str(progress.path),
+            "commands": entries,
+        },
+        indent=2,
+    )
+
+
+def list_sets(registry: Registry) -> List[Dict[str, Any]]:
+    """Every eval set of every root, with the file that defines it."""
+    sets = []
+    for name in registry.eval_set_names():
+        entry = registry._entries("eval_sets")[name]
+        sets.append({"name": name, "file": str(entry.file), "alias_of": entry.alias})
+    return sets
+
+
+def list_sets_text(sets: List[Dict[str, Any]]) -> str:
+    if not sets:
+        return "No eval sets found."
+    width = max(len(s["name"]) for s in sets)
+    lines = []
+    for s in sets:
+        note = f"alias of {s['alias_of']}" if s["alias_of"] else s["file"]
+        lines.append(f"{s['name'].ljust(width)}  {note}")
+    return "\n".join(lines)

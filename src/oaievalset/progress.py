@@ -1,0 +1,268 @@
+"""The progress file: read it, record completed commands, claim commands, keep run state.
+
+The file itself is byte-compatible with the original: one `json.dumps(command)` per line,
+so that either tool can resume the other's run. Everything else (the lock, claims, the
+state of each command, logs, the report) lives in a folder beside it, never inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from filelock import FileLock, Timeout
+
+from oaievalset.errors import ProgressError
+
+DEFAULT_PROGRESS_DIR = "/tmp/oaievalset"
+LOCK_TIMEOUT = 60.0  # seconds; the lock is only held to read and rewrite small files
+
+Entry = Any  # a recorded line: a command (list of str), or whatever JSON another tool wrote
+
+
+def progress_dir() -> str:
+    """Where progress files go: /tmp/oaievalset, as the original, unless overridden."""
+    return os.environ.get("OAIEVALSET_PROGRESS_DIR") or DEFAULT_PROGRESS_DIR
+
+
+def progress_path(model: str, eval_set: str, base: Optional[str] = None) -> Path:
+    """`{base}/{model}.{eval_set}.progress.txt`, built from the raw names as the original.
+
+    A `/` in a name makes subfolders, as in the original; a `..` part, which would write
+    outside the folder, is refused.
+    """
+    base = progress_dir() if base is None else base
+    relative = f"{model}.{eval_set}.progress.txt"
+    if ".." in relative.split("/"):
+        raise ProgressError(
+            f"model '{model}' and eval set '{eval_set}' would put the progress file outside "
+            f"{base} ('..' in a name); use names without '..'"
+        )
+    # String formatting, not Path joining: a leading '/' in the model stays under base.
+    return Path(f"{base}/{relative}")
+
+
+def command_id(command: Sequence[str]) -> str:
+    """A short stable name for a command, for its claim and state entry."""
+    return hashlib.sha1(json.dumps(list(command)).encode("utf-8")).hexdigest()[:16]
+
+
+def parse_progress(text: str, path: Path) -> List[Entry]:
+    """The entries of a progress file; blank lines are skipped, a corrupt line is an error."""
+    entries: List[Entry] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except ValueError as exc:
+            raise ProgressError(
+                f"{path}:{lineno}: corrupt progress line ({exc}); "
+                f"fix or delete that line, or run with --no-resume to start a fresh record"
+            ) from None
+    return entries
+
+
+def format_entry(entry: Entry) -> str:
+    """How the original shows a recorded entry: its elements joined by spaces."""
+    if isinstance(entry, (list, str)):
+        return " ".join(str(part) for part in entry)
+    return json.dumps(entry)
+
+
+class ProgressFile:
+    """One progress file and the state folder beside it."""
+
+    def __init__(self, path: Path, fresh: bool = False) -> None:
+        self.path = path
+        # With --no-resume the first record replaces whatever the file held, as the original.
+        self._fresh = fresh
+        stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
+        self.state_dir = path.parent / f"{stem}.d"
+        self._lock = FileLock(str(self.state_dir / "lock"), timeout=LOCK_TIMEOUT)
+        self._claims: Dict[str, FileLock] = {}
+        self._cache: Optional[Tuple[Tuple[int, int, int], List[Entry]]] = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self) -> List[Entry]:
+        """The recorded entries (none if there is no file). Safe without the lock: the file
+        is only ever replaced whole. Parsed again only when the file has changed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._cache is not None and self._cache[0] == key:
+            return list(self._cache[1])
+        try:
+            data = self.path.read_bytes()
+        except IsADirectoryError:
+            raise ProgressError(f"{self.path}: is a folder, not a progress file") from None
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProgressError(
+                f"{self.path}: not UTF-8 text; delete it or run with --no-resume"
+            ) from None
+        entries = parse_progress(text, self.path)
+        self._cache = (key, entries)
+        return list(entries)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the state folder now, so that an unwritable place fails before any eval."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.state_dir / "logs").mkdir(exist_ok=True)
+            (self.state_dir / "claims").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ProgressError(
+                f"cannot create {self.state_dir} ({exc.strerror}); "
+                f"make {self.path.parent} writable or set OAIEVALSET_PROGRESS_DIR"
+            ) from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise ProgressError(
+                f"cannot write to {self.path.parent}; make it writable "
+                f"or set OAIEVALSET_PROGRESS_DIR"
+            )
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the progress lock (for read-modify-write of the progress and state files)."""
+        try:
+            with self._lock:
+                yield
+        except Timeout:
+            raise ProgressError(
+                f"could not lock {self._lock.lock_file} within {LOCK_TIMEOUT:.0f} s; "
+                f"another oaievalset holds it: wait for it, or delete the file if none runs"
+            ) from None
+
+    def record(self, command: Sequence[str]) -> None:
+        """Add a completed command to the file, under the lock, with an atomic replace."""
+        with self.locked():
+            entries: List[Entry] = [] if self._fresh else self.read()
+            self._fresh = False
+            entries.append(list(command))
+            text = "".join(json.dumps(entry) + "\n" for entry in entries)
+            atomic_write(self.path, text)
+            st = os.stat(self.path)
+            self._cache = ((st.st_ino, st.st_size, st.st_mtime_ns), entries)
+
+    def is_recorded(self, command: Sequence[str]) -> bool:
+        """Whether the file (as it is now) holds this command; after --no-resume, before the
+        first record, nothing counts."""
+        return not self._fresh and list(command) in self.read()
+
+    # -- claims: which process is running which command ---------------------------------
+
+    def try_claim(self, command: Sequence[str]) -> bool:
+        """Claim a command for this process; False if another process holds it.
+
+        A claim is an OS lock on a file, so it vanishes with its process, even on kill -9.
+        """
+        lock = FileLock(str(self.state_dir / "claims" / f"{command_id(command)}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self._claims[command_id(command)] = lock
+        return True
+
+    def wait_claim(self, command: Sequence[str]) -> None:
+        """Wait until no other process holds the command, then hold it."""
+        lock = FileLock(str(self.state_dir / "claims" / f"{command_id(command)}.lock"))
+        lock.acquire()
+        self._claims[command_id(command)] = lock
+
+    def is_claimed_elsewhere(self, command: Sequence[str]) -> bool:
+        path = self.state_dir / "claims" / f"{command_id(command)}.lock"
+        if not path.exists():
+            return False
+        if self.try_claim(command):
+            self.release(command)
+            return False
+        return True
+
+    def release(self, command: Sequence[str]) -> None:
+        lock = self._claims.pop(command_id(command), None)
+        if lock is not None:
+            lock.release()
+
+    # -- state beside the progress file --------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / "state.jsonl"
+
+    def read_state(self) -> Dict[str, Dict[str, Any]]:
+        """The last known state of each command, by command id.
+
+        The state file is a journal: one JSON object per line, the last one for a command
+        wins. It only informs (the progress file decides what is done), so a line cut
+        short by a crash is skipped.
+        """
+        states: Dict[str, Dict[str, Any]] = {}
+        try:
+            lines = self.state_path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return states
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("id"), str):
+                states.setdefault(event["id"], {}).update(event)
+        return states
+
+    def update_state(self, command: Sequence[str], **fields: Any) -> None:
+        """Append a state change for a command. One write() of one line with O_APPEND, so
+        concurrent processes never interleave within a line."""
+        event = {"id": command_id(command), "command": list(command), **fields}
+        line = (json.dumps(event) + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.state_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ProgressError(f"{self.state_path}: cannot write ({exc.strerror})") from None
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def log_path(self, command: Sequence[str]) -> Path:
+        key = command[2] if len(command) > 2 else "eval"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+        return self.state_dir / "logs" / f"{safe}.{command_id(command)[:8]}.log"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary sibling, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # No fsync: os.replace already makes the file whole-or-nothing whatever happens
+            # to the process, and an fsync per completed eval would dominate small runs.
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,312 @@
+"""Find and load the registry YAML, follow aliases, and resolve an eval set to eval specs.
+
+The layout is openai/evals': each root holds `eval_sets/*.yaml` and `evals/*.yaml`,
+each file a mapping of name -> spec, where a spec with `id:` is an alias of another name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from oaievalset.errors import RegistryError, UnknownEvalError, UnknownEvalSetError
+from oaievalset.yamlio import load_yaml
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+def bundled_registry_path() -> Path:
+    """The registry that ships with the package (inside the wheel, or at the top of a checkout)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "registry"
+    if installed.is_dir():
+        return installed
+    return here.parent.parent / "registry"
+
+
+def default_registry_paths() -> List[Path]:
+    """The original's default roots: the bundled registry, then ~/.evals."""
+    return [bundled_registry_path(), Path.home() / ".evals"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One raw YAML entry, with where it came from."""
+
+    name: str
+    spec: Dict[str, Any]
+    file: Path
+    root: Path
+
+    @property
+    def alias(self) -> Optional[str]:
+        target = self.spec.get("id")
+        return None if target is None else str(target)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """A resolved eval: its final key (after aliases), class path and arguments."""
+
+    key: str
+    cls: str
+    args: Dict[str, Any]
+    registry_path: Path
+    group: str
+    file: Path
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSetSpec:
+    """A resolved eval set: its final key and the names or patterns it lists."""
+
+    key: str
+    evals: Tuple[str, ...]
+    file: Path
+
+
+@dataclass(frozen=True)
+class SetResolution:
+    """What an eval set resolves to: evals in registry order, and entries that matched nothing."""
+
+    eval_set: EvalSetSpec
+    evals: Tuple[EvalSpec, ...]
+    unmatched: Tuple[str, ...]
+
+
+def pattern_to_regex(pattern: str) -> str:
+    """A set entry as a regex: `*` is a wildcard, every other character is literal.
+
+    The original escapes only `.` and lets `[ ? + ( |` act as regex; we do not.
+    """
+    return ".*".join(re.escape(part) for part in pattern.split("*"))
+
+
+class Registry:
+    """The eval sets and evals of several registry roots, loaded on first use."""
+
+    def __init__(self, registry_paths: Optional[Sequence[StrPath]] = None) -> None:
+        paths = default_registry_paths() if registry_paths is None else registry_paths
+        self._registry_paths: List[Path] = [Path(p) for p in paths]
+        self._cache: Dict[str, Dict[str, Entry]] = {}
+
+    def add_registry_paths(self, paths: Iterable[StrPath]) -> None:
+        self._registry_paths.extend(Path(p) for p in paths)
+        self._cache.clear()
+
+    @property
+    def roots(self) -> List[Path]:
+        """The roots in load order, each once (the same folder given twice is loaded once)."""
+        seen: set[str] = set()
+        roots: List[Path] = []
+        for path in self._registry_paths:
+            key = os.path.realpath(os.path.expanduser(path))
+            if key not in seen:
+                seen.add(key)
+                roots.append(path)
+        return roots
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _entries(self, kind: str) -> Dict[str, Entry]:
+        if kind not in self._cache:
+            self._cache[kind] = self._load(kind)
+        return self._cache[kind]
+
+    def _load(self, kind: str) -> Dict[str, Entry]:
+        bundled = os.path.realpath(bundled_registry_path())
+        per_root = [(root, list(_read_root(root, kind))) for root in self.roots]
+
+        # A name defined twice outside the bundled registry is an error, as in the original.
+        others: Dict[str, Entry] = {}
+        for root, entries in per_root:
+            if os.path.realpath(root) == bundled:
+                continue
+            for entry in entries:
+                first = others.get(entry.name)
+                if first is not None:
+                    raise RegistryError(
+                        f"{kind[:-1].replace('_', ' ')} '{entry.name}' is defined twice: "
+                        f"in {first.file} and in {entry.file}; rename or remove one"
+                    )
+                others[entry.name] = entry
+
+        # The bundled registry is only a fallback: a name that another root defines takes
+        # that root's definition, in that root's place (so an openai/evals registry loads
+        # beside ours).
+        merged: Dict[str, Entry] = {}
+        for root, entries in per_root:
+            is_bundled = os.path.realpath(root) == bundled
+            for entry in entries:
+                if is_bundled and entry.name in others:
+                    continue
+                if is_bundled and entry.name in merged:
+                    raise RegistryError(
+                        f"{kind[:-1].replace('_', ' ')} '{entry.name}' is defined twice: "
+                        f"in {merged[entry.name].file} and in {entry.file}; rename or remove one"
+                    )
+                merged[entry.name] = entry
+        return merged
+
+    # -- aliases -------------------------------------------------------------------------
+
+    def _follow(self, name: str, kind: str, what: str) -> Entry:
+        entries = self._entries(kind)
+        entry = entries[name]
+        seen = [name]
+        while entry.alias is not None:
+            target = entry.alias
+            if target in seen:
+                chain = " -> ".join([*seen, target])
+                raise RegistryError(
+                    f"{entry.file}: {what} '{entry.name}' is part of an alias cycle ({chain}); "
+                    f"point one of them at a real {what}"
+                )
+            if target not in entries:
+                raise RegistryError(
+                    f"{entry.file}: {what} '{entry.name}' is an alias of '{target}', "
+                    f"which no registry root defines; fix the 'id'"
+                )
+            seen.append(target)
+            entry = entries[target]
+        return entry
+
+    # -- eval sets -----------------------------------------------------------------------
+
+    def eval_set_names(self) -> List[str]:
+        return list(self._entries("eval_sets"))
+
+    def get_eval_set(self, name: str) -> Optional[EvalSetSpec]:
+        """The set called `name` after aliases, or None if no root defines it."""
+        if name not in self._entries("eval_sets"):
+            return None
+        entry = self._follow(name, "eval_sets", "eval set")
+        evals = entry.spec.get("evals")
+        if evals is None:
+            raise RegistryError(
+                f"{entry.file}: eval set '{entry.name}' has no 'evals' list; "
+                f"add `evals: [...]` or `id: other-set`"
+            )
+        if not isinstance(evals, list) or not all(isinstance(e, str) for e in evals):
+            raise RegistryError(
+                f"{entry.file}: eval set '{entry.name}': 'evals' must be a list of names"
+            )
+        return EvalSetSpec(key=entry.name, evals=tuple(evals), file=entry.file)
+
+    def require_eval_set(self, name: str) -> EvalSetSpec:
+        """As get_eval_set, but an unknown name is an error that offers the closest names."""
+        spec = self.get_eval_set(name)
+        if spec is None:
+            raise UnknownEvalSetError(
+                f"unknown eval set '{name}'{_closest(name, self.eval_set_names())}; "
+                f"'oaievalset --list' shows the sets"
+            )
+        return spec
+
+    # -- evals ---------------------------------------------------------------------------
+
+    def eval_names(self) -> List[str]:
+        return list(self._entries("evals"))
+
+    def get_eval(self, name: str) -> Optional[EvalSpec]:
+        """The eval called `name` after aliases, or None if no root defines it."""
+        if name not in self._entries("evals"):
+            return None
+        entry = self._follow(name, "evals", "eval")
+        cls = entry.spec.get("class")
+        if not isinstance(cls, str) or not cls:
+            raise RegistryError(
+                f"{entry.file}: eval '{entry.name}' has no 'class'; "
+                f"add `class: module:Class` or make it an alias with `id: other-eval`"
+            )
+        args = entry.spec.get("args") or {}
+        if not isinstance(args, dict):
+            raise RegistryError(f"{entry.file}: eval '{entry.name}': 'args' must be a mapping")
+        metadata = {k: v for k, v in entry.spec.items() if k not in ("class", "args")}
+        return EvalSpec(
+            key=entry.name,
+            cls=cls,
+            args=dict(args),
+            registry_path=entry.root,
+            group=entry.file.name.split(".")[0],
+            file=entry.file,
+            metadata=metadata,
+        )
+
+    def require_eval(self, name: str) -> EvalSpec:
+        spec = self.get_eval(name)
+        if spec is None:
+            raise UnknownEvalError(
+                f"unknown eval '{name}'{_closest(name, self.eval_names())}; "
+                f"check the name or pass --registry_path"
+            )
+        return spec
+
+    def get_evals(self, patterns: Sequence[str]) -> Iterator[EvalSpec]:
+        """Every eval whose name matches a pattern, in registry order (as the original)."""
+        yield from self._match(patterns, set())
+
+    def _match(self, patterns: Sequence[str], matched: set[str]) -> Iterator[EvalSpec]:
+        exact = {p for p in patterns if "*" not in p}
+        wild = [p for p in patterns if "*" in p]
+        regex = re.compile("|".join(f"(?:{pattern_to_regex(p)})" for p in wild)) if wild else None
+        for name in self._entries("evals"):
+            hit = name in exact
+            if hit:
+                matched.add(name)
+            if regex is not None and regex.fullmatch(name):
+                hit = True
+                matched.update(p for p in wild if re.fullmatch(pattern_to_regex(p), name))
+            if hit:
+                spec = self.get_eval(name)
+                if spec is not None:
+                    yield spec
+
+    def resolve(self, set_name: str) -> SetResolution:
+        """The evals of a set, in registry order, with the entries that matched nothing."""
+        eval_set = self.require_eval_set(set_name)
+        matched: set[str] = set()
+        evals = tuple(self._match(eval_set.evals, matched))
+        unmatched = tuple(p for p in eval_set.evals if p not in matched)
+        return SetResolution(eval_set=eval_set, evals=evals, unmatched=unmatched)
+
+
+def _closest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=5)
+    return f"; closest: {', '.join(close)}" if close else "; no similar name"
+
+
+def _read_root(root: Path, kind: str) -> Iterator[Entry]:
+    """Every entry of one kind in one root, files sorted by name for a stable order."""
+    where = root / kind
+    if where.is_dir():
+        files = sorted(p for p in where.iterdir() if p.suffix == ".yaml" and p.is_file())
+    elif where.is_file():
+        files = [where]
+    else:
+        return
+    for file in files:
+        data = load_yaml(file)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise RegistryError(
+                f"{file}: expected a mapping of names to specs, found {type(data).__name__}"
+            )
+        for name, spec in data.items():
+            if not isinstance(spec, dict):
+                hint = (
+                    f"; write an alias as '{name}: {{id: {spec}}}'"
+                    if isinstance(spec, str)
+                    else ""
+                )
+                raise RegistryError(
+                    f"{file}: entry '{name}' must be a mapping, "
+                    f"found {type(spec).__name__}{hint}"
+                )
+            yield Entry(name=str(name), spec=spec, file=file, root=root)

@@ -1,0 +1,444 @@
+"""Execute commands: start them through one small executor interface, skip what is done,
+record what completes, and collect one result per command.
+
+Children are started from the main thread only (the parent-death signal a child gets on
+Linux is tied to the thread that started it); helper threads only wait and copy output.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence
+
+from oaievalset.console import alert, highlight
+from oaievalset.errors import LaunchError
+from oaievalset.progress import ProgressFile
+from oaievalset.report import read_final_report
+
+Command = List[str]
+
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a child must stop
+BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
+BACKOFF_MAX = 10.0
+
+
+class Job(Protocol):
+    """A started command."""
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Starts one command; calls `on_exit(returncode)` from any thread when it has ended."""
+
+    def start(
+        self,
+        command: Sequence[str],
+        log_path: Path,
+        echo_stderr: bool,
+        on_exit: Callable[[int], None],
+    ) -> Job: ...
+
+
+# -- the real executor ------------------------------------------------------------------
+
+
+def _die_with_parent() -> Optional[Callable[[], None]]:
+    """A preexec function that makes the child get SIGTERM when oaievalset dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def setup() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return setup
+
+
+class _Process:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+
+def _tee(source: IO[bytes], sinks: Sequence[IO[bytes]]) -> None:
+    """Copy a child's stream to several places as it arrives."""
+    read = source.read1 if hasattr(source, "read1") else source.read
+    while True:
+        chunk = read(65536)
+        if not chunk:
+            break
+        for sink in sinks:
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except (OSError, ValueError):
+                pass
+    source.close()
+
+
+class SubprocessExecutor:
+    """Runs a command as a real child process.
+
+    Its stdout goes to the eval's log file; its stderr goes to the log and, when
+    `echo_stderr`, live to our stderr (the original shows stderr and throws stdout away).
+    """
+
+    def __init__(self) -> None:
+        self._preexec = _die_with_parent()
+
+    def start(
+        self,
+        command: Sequence[str],
+        log_path: Path,
+        echo_stderr: bool,
+        on_exit: Callable[[int], None],
+    ) -> Job:
+        log = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(
+                list(command),
+                stdout=log,
+                stderr=subprocess.PIPE if echo_stderr else log,
+                stdin=None if echo_stderr else subprocess.DEVNULL,
+                preexec_fn=self._preexec,
+            )
+        except FileNotFoundError:
+            log.close()
+            raise LaunchError(
+                f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
+                f"or put an oaieval on PATH"
+            ) from None
+        except PermissionError:
+            log.close()
+            raise LaunchError(f"'{command[0]}' is not executable; check its permissions") from None
+        tee: Optional[threading.Thread] = None
+        if proc.stderr is not None:
+            err_sink = getattr(sys.stderr, "buffer", None)
+            sinks: List[IO[bytes]] = [log] if err_sink is None else [err_sink, log]
+            tee = threading.Thread(target=_tee, args=(proc.stderr, sinks), daemon=True)
+            tee.start()
+
+        def wait() -> None:
+            code = proc.wait()
+            if tee is not None:
+                tee.join()
+            log.close()
+            on_exit(code)
+
+        threading.Thread(target=wait, daemon=True).start()
+        return _Process(proc)
+
+
+# -- results ----------------------------------------------------------------------------
+
+DONE = "done"  # completed in this run
+DONE_EARLIER = "done earlier"  # recorded before this run started
+DONE_ELSEWHERE = "done elsewhere"  # completed by another oaievalset process during this run
+FAILED = "failed"
+TIMEOUT = "timed out"
+INTERRUPTED = "interrupted"
+NOT_RUN = "not run"  # never started (an earlier failure stopped the run)
+INCOMPLETE = "incomplete"  # another process had it and did not complete it
+
+FAILURES = (FAILED, TIMEOUT, INCOMPLETE)
+
+
+@dataclass
+class Result:
+    """What happened to one command."""
+
+    command: Command
+    status: str
+    exit_code: Optional[int] = None
+    attempts: int = 0
+    started: Optional[float] = None
+    ended: Optional[float] = None
+    log: Optional[Path] = None
+    metrics: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> Optional[float]:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 1
+    timeout: Optional[float] = None
+    attempts: int = 1
+    exit_on_error: bool = True
+    color: bool = False
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the running evals were stopped and not recorded."""
+
+    def __init__(self, results: List[Result]) -> None:
+        super().__init__("interrupted")
+        self.results = results
+
+
+@dataclass
+class _Slot:
+    command: Command
+    index: int
+    result: Result
+    job: Optional[Job] = None
+    deadline: Optional[float] = None  # the per-eval timeout
+    kill_at: Optional[float] = None  # SIGKILL if still running by then
+    timed_out: bool = False
+    not_before: float = 0.0  # retry backoff
+
+
+def check_executable(command: Sequence[str]) -> None:
+    """Fail before anything is written when the eval command cannot be found."""
+    name = command[0]
+    if os.sep in name:
+        if not os.path.exists(name):
+            raise LaunchError(f"'{name}' does not exist")
+    elif shutil.which(name) is None:
+        raise LaunchError(
+            f"'{name}' not found on PATH; install oaievalset (it provides oaieval) "
+            f"or put an oaieval on PATH"
+        )
+
+
+def execute(
+    commands: Sequence[Command],
+    progress: ProgressFile,
+    options: RunOptions,
+    executor: Executor,
+    first_index: int,
+    total: int,
+    out: IO[str],
+    err: IO[str],
+) -> List[Result]:
+    """Run the commands, `options.jobs` at a time, recording each success as it ends.
+
+    `first_index` is how many of `total` were already done, for the `(i/N)` counter.
+    Raises Interrupted on Ctrl-C or SIGTERM, after stopping every running child.
+    """
+    finished: "queue.Queue[tuple[int, int]]" = queue.Queue()
+    slots = [
+        _Slot(command=list(c), index=first_index + i + 1, result=Result(list(c), NOT_RUN))
+        for i, c in enumerate(commands)
+    ]
+    pending: Deque[_Slot] = deque(slots)
+    running: Dict[int, _Slot] = {}
+    deferred: List[_Slot] = []  # held by another oaievalset process
+    stopping = False
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    def start(slot: _Slot) -> None:
+        slot.result.attempts += 1
+        log = progress.log_path(slot.command)
+        if slot.result.attempts == 1:
+            log.write_bytes(b"")
+        slot.result.log = log
+        slot.result.started = slot.result.started or time.time()
+        slot.timed_out = False
+        say(highlight(f"Running command: {' '.join(slot.command)} ({slot.index}/{total})", options.color))
+        ident = id(slot)
+        slot.job = executor.start(
+            slot.command,
+            log,
+            echo_stderr=options.jobs == 1,
+            on_exit=lambda code: finished.put((ident, code)),
+        )
+        now = time.monotonic()
+        slot.deadline = now + options.timeout if options.timeout else None
+        slot.kill_at = None
+        running[ident] = slot
+        progress.update_state(
+            slot.command,
+            status="running",
+            pid=os.getpid(),
+            started=slot.result.started,
+            attempts=slot.result.attempts,
+            log=str(log),
+        )
+
+    def end(slot: _Slot, code: int) -> None:
+        result = slot.result
+        result.exit_code = code
+        result.ended = time.time()
+        if code == 0 and not slot.timed_out:
+            progress.record(slot.command)
+            progress.release(slot.command)
+            result.status = DONE
+            result.metrics = read_final_report(result.log)
+            progress.update_state(
+                slot.command, status=DONE, exit_code=0, ended=result.ended, attempts=result.attempts
+            )
+            say(highlight(f"Saved progress to {progress.path}", options.color))
+            return
+        why = "timed out" if slot.timed_out else f"exit code {code}"
+        if result.attempts < options.attempts and not stopping:
+            delay = min(BACKOFF_BASE * 2 ** (result.attempts - 1), BACKOFF_MAX)
+            print(
+                f"oaievalset: {' '.join(slot.command)} failed ({why}); "
+                f"retrying in {delay:g} s (attempt {result.attempts + 1}/{options.attempts})",
+                file=err,
+                flush=True,
+            )
+            slot.not_before = time.monotonic() + delay
+            pending.appendleft(slot)
+            return
+        result.status = TIMEOUT if slot.timed_out else FAILED
+        result.metrics = {}
+        progress.release(slot.command)
+        progress.update_state(
+            slot.command,
+            status=result.status,
+            exit_code=code,
+            ended=result.ended,
+            attempts=result.attempts,
+        )
+        print(
+            alert(f"Failed: {' '.join(slot.command)} ({why}); log: {result.log}", options.color),
+            file=err,
+            flush=True,
+        )
+
+    try:
+        while pending or running:
+            now = time.monotonic()
+            # Start what may start: up to `jobs` at once, nothing new once stopping.
+            while pending and not stopping and len(running) < options.jobs:
+                slot = pending[0]
+                if slot.not_before > now:
+                    break
+                pending.popleft()
+                if slot.result.attempts == 0:
+                    if not progress.try_claim(slot.command):
+                        print(
+                            f"oaievalset: {' '.join(slot.command)} is running in another "
+                            f"oaievalset process; leaving it to that one",
+                            file=err,
+                            flush=True,
+                        )
+                        deferred.append(slot)
+                        continue
+                    if progress.is_recorded(slot.command):
+                        progress.release(slot.command)
+                        slot.result.status = DONE_ELSEWHERE
+                        continue
+                start(slot)
+            if stopping and not running:
+                break
+            if not running:
+                if not pending:
+                    break
+                time.sleep(max(0.0, min(s.not_before for s in pending) - time.monotonic()))
+                continue
+            # Wait for a child to end, or for the next deadline.
+            wake = [s.deadline for s in running.values() if s.deadline and not s.timed_out]
+            wake += [s.kill_at for s in running.values() if s.kill_at]
+            if pending and not stopping and len(running) < options.jobs:
+                wake.append(min(s.not_before for s in pending))
+            wait = max(0.0, min(wake) - time.monotonic()) if wake else None
+            try:
+                ident, code = finished.get(timeout=wait)
+            except queue.Empty:
+                now = time.monotonic()
+                for slot in running.values():
+                    assert slot.job is not None
+                    if slot.deadline and not slot.timed_out and now >= slot.deadline:
+                        slot.timed_out = True
+                        slot.kill_at = now + STOP_GRACE
+                        slot.job.terminate()
+                    elif slot.kill_at and now >= slot.kill_at:
+                        slot.kill_at = None
+                        slot.job.kill()
+                continue
+            slot = running.pop(ident)
+            end(slot, code)
+            if slot.result.status in FAILURES and options.exit_on_error:
+                stopping = True
+        # Evals another process held: wait for it to let go, then see if it completed them.
+        for slot in deferred:
+            progress.wait_claim(slot.command)
+            progress.release(slot.command)
+            slot.result.status = DONE_ELSEWHERE if progress.is_recorded(slot.command) else INCOMPLETE
+    except KeyboardInterrupt:
+        _stop_all(running, finished, progress)
+        raise Interrupted([s.result for s in slots]) from None
+    return [s.result for s in slots]
+
+
+def _stop_all(
+    running: Dict[int, _Slot], finished: "queue.Queue[tuple[int, int]]", progress: ProgressFile
+) -> None:
+    """Stop every running child: SIGTERM, then SIGKILL after a grace period. Nothing is
+    recorded as completed; the state says interrupted."""
+    # A second Ctrl-C while we stop the children must not leave them running.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for slot in running.values():
+            if slot.job is not None:
+                slot.job.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        left = dict(running)
+        while left and time.monotonic() < deadline:
+            try:
+                ident, code = finished.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            slot = left.pop(ident, None)
+            if slot is not None:
+                slot.result.exit_code = code
+        for slot in left.values():
+            if slot.job is not None:
+                slot.job.kill()
+        for slot in running.values():
+            slot.result.status = INTERRUPTED
+            slot.result.ended = time.time()
+            progress.release(slot.command)
+            try:
+                progress.update_state(
+                    slot.command,
+                    status=INTERRUPTED,
+                    exit_code=slot.result.exit_code,
+                    ended=slot.result.ended,
+                    attempts=slot.result.attempts,
+                )
+            except Exception:  # the state only informs; never let it hide the interrupt
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
