@@ -129,6 +129,7 @@ class SubprocessExecutor:
         try:
             proc = subprocess.Popen(
                 list(command),
+                executable=find_executable(command[0]) or command[0],
                 stdout=log,
                 stderr=subprocess.PIPE if echo_stderr else log,
                 stdin=None if echo_stderr else subprocess.DEVNULL,
@@ -224,15 +225,24 @@ class _Slot:
     not_before: float = 0.0  # retry backoff
 
 
+def find_executable(name: str) -> Optional[str]:
+    """The program to start for `name`: on PATH, or else beside the Python running us (so
+    that a virtual environment works without being activated)."""
+    if os.sep in name:
+        return name if os.path.exists(name) else None
+    found = shutil.which(name)
+    if found is None:
+        sibling = Path(sys.executable).parent / name
+        if sibling.is_file() and os.access(sibling, os.X_OK):
+            found = str(sibling)
+    return found
+
+
 def check_executable(command: Sequence[str]) -> None:
     """Fail before anything is written when the eval command cannot be found."""
-    name = command[0]
-    if os.sep in name:
-        if not os.path.exists(name):
-            raise LaunchError(f"'{name}' does not exist")
-    elif shutil.which(name) is None:
+    if find_executable(command[0]) is None:
         raise LaunchError(
-            f"'{name}' not found on PATH; install oaievalset (it provides oaieval) "
+            f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
             f"or put an oaieval on PATH"
         )
 

@@ -1,0 +1,1 @@
+"""The `oaieval` engine: run one eval against one model and write a JSONL record."""

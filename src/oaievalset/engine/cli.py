@@ -1,0 +1,187 @@
+"""The `oaieval` command: run one eval against one completion function, write its record.
+
+The options are those of openai/evals' `oaieval`; the ones that make no sense here are
+accepted and ignored (`--cache`, `--visible`, `--local-run`, `--dry-run-logging`) or
+refused (`--http-run` and its settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from oaievalset.engine.errors import EngineError
+from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
+
+PROG = "oaieval"
+logger = logging.getLogger("oaieval")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run one eval against a model.")
+    parser.add_argument(
+        "completion_fn",
+        help="'dummy' (offline), or a chat model name on the OpenAI-compatible server at "
+        "OPENAI_BASE_URL; several may be separated by commas where the eval supports it.",
+    )
+    parser.add_argument("eval", help="Name of an eval. See the registry.")
+    parser.add_argument("--extra_eval_params", type=str, default="", metavar="K=V,...")
+    parser.add_argument("--completion_args", type=str, default="", metavar="K=V,...")
+    parser.add_argument("--max_samples", type=int, default=None)
+    parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                        help="Accepted for compatibility; no effect.")
+    parser.add_argument("--visible", action=argparse.BooleanOptionalAction, default=None,
+                        help="Accepted for compatibility; only noted in the record.")
+    parser.add_argument("--seed", type=int, default=20220722)
+    parser.add_argument("--user", type=str, default="", help="Written as created_by.")
+    parser.add_argument("--record_path", type=str, default=None)
+    parser.add_argument("--log_to_file", type=str, default=None,
+                        help="Write the log to this file instead of stderr.")
+    parser.add_argument("--registry_path", type=str, default=None, action="append")
+    parser.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--local-run", action=argparse.BooleanOptionalAction, default=True,
+                        help="Accepted for compatibility; records are always local.")
+    parser.add_argument("--http-run", action=argparse.BooleanOptionalAction, default=False,
+                        help="Not supported.")
+    parser.add_argument("--http-run-url", type=str, default=None, help="Not supported.")
+    parser.add_argument("--http-batch-size", type=int, default=100, help="Not supported.")
+    parser.add_argument("--http-fail-percent-threshold", type=int, default=5,
+                        help="Not supported.")
+    parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
+                        help="Run the eval but write no record.")
+    parser.add_argument("--dry-run-logging", action=argparse.BooleanOptionalAction,
+                        default=True, help="Accepted for compatibility; no effect.")
+    return parser
+
+
+def parse_pairs(text: str, option: str) -> Dict[str, Union[str, int, float]]:
+    """`k1=v1,k2=v2` as a dict, numbers as numbers (as the original)."""
+    pairs: Dict[str, Union[str, int, float]] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EngineError(f"{option}: '{item}' is not key=value; write k1=v1,k2=v2")
+        pairs[key] = _number(value)
+    return pairs
+
+
+def _number(text: str) -> Union[str, int, float]:
+    for kind in (int, float):
+        try:
+            return kind(text)  # type: ignore[operator]
+        except ValueError:
+            pass
+    return text
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the eval; returns the run id."""
+    from oaievalset.engine.completions import make_completion_fn
+    from oaievalset.engine.evals import eval_class, make_eval
+    from oaievalset.engine.recorder import Recorder, json_safe, new_run_id
+    from oaievalset.registry import Registry
+
+    if args.http_run or args.http_run_url:
+        raise EngineError(
+            "--http-run is not supported by this oaieval; records are written to a local "
+            "file (--record_path)"
+        )
+    registry = Registry()
+    if args.registry_path:
+        registry.add_registry_paths(args.registry_path)
+    spec = registry.require_eval(args.eval)
+    extra = parse_pairs(args.extra_eval_params, "--extra_eval_params")
+    completion_args = parse_pairs(args.completion_args, "--completion_args")
+
+    cls = eval_class(spec.cls, spec.key)
+    names = args.completion_fn.split(",")
+    fns = [make_completion_fn(name, **completion_args) for name in names]
+    eval_args: Dict[str, Any] = {**spec.args, **extra}
+    evaluation = make_eval(
+        cls, fns, spec.key, {**eval_args, "registry_path": spec.registry_path, "seed": args.seed}
+    )
+
+    now = datetime.now(timezone.utc)
+    run_id = new_run_id(now)
+    visible = args.visible if args.visible is not None else args.max_samples is None
+    eval_spec = {
+        "cls": spec.cls,
+        "registry_path": str(spec.registry_path),
+        "args": eval_args,
+        "key": spec.key,
+        "group": spec.group,
+    }
+    parts = spec.key.split(".")
+    run_spec = {
+        "completion_fns": names,
+        "eval_name": spec.key,
+        "base_eval": parts[0],
+        "split": parts[1] if len(parts) > 1 else "",
+        "run_config": {
+            "completion_fns": names,
+            "eval_spec": eval_spec,
+            "seed": args.seed,
+            "max_samples": args.max_samples,
+            "command": " ".join(shlex.quote(a) for a in [PROG, *sys.argv[1:]]),
+            "initial_settings": {"visible": visible},
+        },
+        "created_by": args.user,
+        "run_id": run_id,
+        "created_at": str(now),
+    }
+    record_path = Path(
+        args.record_path
+        if args.record_path is not None
+        else f"/tmp/evallogs/{run_id}_{args.completion_fn}_{args.eval}.jsonl"
+    )
+    logger.info(f"Run started: {run_id}")
+    recorder = Recorder(run_id=run_id, created_by=args.user)
+    result = evaluation.run(recorder, args.max_samples)
+    if args.dry_run:
+        logger.info(f"Final report: {result}. Dry run: no record written.")
+    else:
+        try:
+            recorder.write(record_path, run_spec, result)
+        except OSError as exc:
+            raise EngineError(f"cannot write the record to {record_path} ({exc.strerror})") from None
+        logger.info(f"Final report: {json_safe(result)}. Logged to {record_path}")
+    logger.info("Final report:")
+    for key, value in result.items():
+        logger.info(f"{key}: {value}")
+    return run_id
+
+
+def _configure_logging(log_to_file: Optional[str], debug: bool) -> None:
+    logging.basicConfig(
+        format="[%(asctime)s] [%(filename)s:%(lineno)d] %(message)s",
+        level=logging.DEBUG if debug else logging.INFO,
+        filename=log_to_file,
+    )
+    # The HTTP client logs every request at INFO; keep the log about the eval.
+    for noisy in ("httpx", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `oaieval` command; returns the exit code."""
+    args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(args_list)
+    _configure_logging(args.log_to_file, args.debug)
+    try:
+        run(args)
+    except OaiEvalSetError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no record written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
