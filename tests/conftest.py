@@ -22,7 +22,8 @@ REG2 = DATA / "reg2"
 FAKE_OAIEVAL = textwrap.dedent(
     """\
     #!{python}
-    import json, os, sys, time
+    import json, os, signal, sys, time
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     argv = sys.argv[1:]
     key = argv[1] if len(argv) > 1 else ""
     log = os.environ.get("FAKE_OAIEVAL_LOG")

@@ -161,6 +161,7 @@ def _configure_logging(log_to_file: Optional[str], debug: bool) -> None:
         format="[%(asctime)s] [%(filename)s:%(lineno)d] %(message)s",
         level=logging.DEBUG if debug else logging.INFO,
         filename=log_to_file,
+        force=True,  # main() is the entry point: its settings win, also when called twice
     )
     # The HTTP client logs every request at INFO; keep the log about the eval.
     for noisy in ("httpx", "httpcore", "openai"):

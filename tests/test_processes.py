@@ -1,0 +1,127 @@
+"""Real processes and real signals: Ctrl-C, SIGTERM, kill -9 and concurrent runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import pytest
+from conftest import REG1, Fake, oaievalset_exe, progress_file, run_cli
+
+R1 = ["--registry_path", str(REG1)]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting to be reaped does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def start(args: List[str], env: Dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [oaievalset_exe(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def recorded_keys(path: Path) -> List[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)[2] for line in path.read_text().splitlines() if line.strip()]
+
+
+def started_pids(fake: Fake, key: str) -> List[int]:
+    return [int(e["pid"]) for e in fake.events()  # type: ignore[call-overload]
+            if e["event"] == "start" and e["argv"][1] == key]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("sig", "whole_group"),
+    [(signal.SIGINT, True), (signal.SIGINT, False), (signal.SIGTERM, False)],
+    ids=["ctrl-c-to-group", "sigint-to-parent", "sigterm-to-parent"],
+)
+def test_a_signal_stops_the_running_eval_and_exits_130(
+    fake: Fake, isolated: Path, sig: signal.Signals, whole_group: bool
+) -> None:
+    env = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-a.dev.v0=30"}
+    proc = start(["dummy", "zz-order", *R1], env, start_new_session=True)
+    wait_for(lambda: bool(started_pids(fake, "zz-a.dev.v0")))
+    child = started_pids(fake, "zz-a.dev.v0")[0]
+    began = time.monotonic()
+    if whole_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - began < 5
+    assert "Traceback" not in err and "interrupted" in err
+    wait_for(lambda: not alive(child), timeout=5)
+    path = progress_file(isolated, "dummy", "zz-order")
+    assert recorded_keys(path) == ["zz-b.dev.v0"]
+    state = (isolated / "dummy.zz-order.progress.d" / "state.jsonl").read_text()
+    assert '"status": "interrupted"' in state
+
+
+def test_kill_9_of_oaievalset_stops_its_child_and_resume_finishes(
+    fake: Fake, isolated: Path
+) -> None:
+    env = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-a.dev.v0=30"}
+    proc = start(["dummy", "zz-glob", *R1], env)
+    wait_for(lambda: bool(started_pids(fake, "zz-a.dev.v0")))
+    child = started_pids(fake, "zz-a.dev.v0")[0]
+    proc.kill()
+    proc.wait(timeout=10)
+    # The child gets SIGTERM when its parent dies: no orphan keeps running.
+    wait_for(lambda: not alive(child), timeout=5)
+    path = progress_file(isolated, "dummy", "zz-glob")
+    assert recorded_keys(path) == ["zz-b.dev.v0"]
+    result = run_cli(["dummy", "zz-glob", *R1])
+    assert result.returncode == 0, result.stderr
+    assert recorded_keys(path) == ["zz-b.dev.v0", "zz-a.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
+    assert fake.keys().count("zz-b.dev.v0") == 1
+
+
+def test_two_runs_of_one_set_share_the_work_and_lose_no_record(
+    fake: Fake, isolated: Path
+) -> None:
+    env = {"FAKE_OAIEVAL_SLEEP": "1"}
+    first = start(["dummy", "zz-glob", *R1], env)
+    time.sleep(0.3)
+    second = start(["dummy", "zz-glob", *R1], env)
+    out1, err1 = first.communicate(timeout=60)
+    out2, err2 = second.communicate(timeout=60)
+    assert (first.returncode, second.returncode) == (0, 0), err1 + err2
+    keys = fake.keys()
+    assert sorted(keys) == sorted(set(keys)), f"an eval ran twice: {keys}"
+    assert len(keys) == 4
+    recorded = recorded_keys(progress_file(isolated, "dummy", "zz-glob"))
+    assert sorted(recorded) == ["zz-a.dev.v0", "zz-b.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
+
+
+def test_the_installed_command_runs_a_set_end_to_end(fake: Fake, isolated: Path) -> None:
+    result = run_cli(["dummy", "test-basic"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ">>> All done!"
+    assert "Traceback" not in result.stderr
