@@ -11,24 +11,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 
 @dataclass
 class ChatServer:
-    answers: Dict[str, str] = field(default_factory=dict)
+    answers: dict[str, str] = field(default_factory=dict)
     default_answer: str = "I do not know."
     latency: float = 0.0
-    fail_status: Optional[int] = None
+    fail_status: int | None = None
     models: tuple[str, ...] = ("test-model",)
-    requests: List[Dict[str, Any]] = field(default_factory=list)
-    _server: Optional[ThreadingHTTPServer] = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
 
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/v1"
 
     def start(self) -> ChatServer:
         owner = self
@@ -39,7 +39,7 @@ class ChatServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send(self, status: int, body: Dict[str, Any]) -> None:
+            def _send(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

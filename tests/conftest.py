@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any
 
 import pytest
 
@@ -34,9 +35,12 @@ FAKE_OAIEVAL = textwrap.dedent(
     note("start")
     print("stdout of " + key, flush=True)
     print("stderr of " + key, file=sys.stderr, flush=True)
-    sleeps = dict(s.rsplit("=", 1) for s in os.environ.get("FAKE_OAIEVAL_SLEEP_FOR", "").split(",") if "=" in s)
+    def table(name):
+        pairs = os.environ.get(name, "").split(",")
+        return dict(p.rsplit("=", 1) for p in pairs if "=" in p)
+    sleeps = table("FAKE_OAIEVAL_SLEEP_FOR")
     time.sleep(float(sleeps.get(key, os.environ.get("FAKE_OAIEVAL_SLEEP", "0"))))
-    codes = dict(s.rsplit("=", 1) for s in os.environ.get("FAKE_OAIEVAL_EXIT", "").split(",") if "=" in s)
+    codes = table("FAKE_OAIEVAL_EXIT")
     code = int(codes.get(key, "0"))
     if code == 0:
         print("[2026-01-01 00:00:00,000] [oaieval.py:1] Final report:", file=sys.stderr)
@@ -55,9 +59,17 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for var in ("NO_COLOR", "FORCE_COLOR", "FAKE_OAIEVAL_EXIT", "FAKE_OAIEVAL_SLEEP",
-                "FAKE_OAIEVAL_SLEEP_FOR", "FAKE_OAIEVAL_LOG", "OPENAI_API_KEY",
-                "OPENAI_BASE_URL", "EVALS_THREADS"):
+    for var in (
+        "NO_COLOR",
+        "FORCE_COLOR",
+        "FAKE_OAIEVAL_EXIT",
+        "FAKE_OAIEVAL_SLEEP",
+        "FAKE_OAIEVAL_SLEEP_FOR",
+        "FAKE_OAIEVAL_LOG",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "EVALS_THREADS",
+    ):
         monkeypatch.delenv(var, raising=False)
     return progress
 
@@ -69,15 +81,15 @@ class Fake:
     bin: Path
     log: Path
 
-    def events(self) -> List[Dict[str, object]]:
+    def events(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
-    def started(self) -> List[List[str]]:
-        return [e["argv"] for e in self.events() if e["event"] == "start"]  # type: ignore[misc]
+    def started(self) -> list[list[str]]:
+        return [e["argv"] for e in self.events() if e["event"] == "start"]
 
-    def keys(self) -> List[str]:
+    def keys(self) -> list[str]:
         return [argv[1] for argv in self.started()]
 
 
@@ -106,7 +118,7 @@ def oaievalset_exe() -> str:
 
 def run_cli(
     args: Sequence[str],
-    env: Optional[Dict[str, str]] = None,
+    env: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed `oaievalset` in a real process."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,9 +77,7 @@ def test_sets_resolve_as_in_the_original(fake: Fake, eval_set: str, keys: list[s
     assert all(argv[2:] == ["--registry_path", str(REG1)] for argv in fake.started())
 
 
-def test_set_alias_names_the_progress_file_after_the_name_given(
-    fake: Fake, isolated: Path
-) -> None:
+def test_set_alias_names_the_progress_file_after_the_name_given(fake: Fake, isolated: Path) -> None:
     assert main(["dummy", "zz-setalias", *R1]) == 0
     assert progress_file(isolated, "dummy", "zz-setalias").exists()
     assert not progress_file(isolated, "dummy", "zz-order").exists()
@@ -124,11 +123,29 @@ def test_unknown_set_is_an_error_with_the_closest_names(
 
 
 def test_unknown_arguments_are_passed_through_in_order(fake: Fake) -> None:
-    argv = ["dummy", "zz-order", "--max_samples", "100", *R1, "--dry-run", "--seed", "1", "extra-pos"]
+    argv = [
+        "dummy",
+        "zz-order",
+        "--max_samples",
+        "100",
+        *R1,
+        "--dry-run",
+        "--seed",
+        "1",
+        "extra-pos",
+    ]
     assert main(argv) == 0
     assert fake.started()[0] == [
-        "dummy", "zz-b.dev.v0", "--max_samples", "100", "--dry-run", "--seed", "1", "extra-pos",
-        "--registry_path", str(REG1),
+        "dummy",
+        "zz-b.dev.v0",
+        "--max_samples",
+        "100",
+        "--dry-run",
+        "--seed",
+        "1",
+        "extra-pos",
+        "--registry_path",
+        str(REG1),
     ]
 
 
@@ -145,7 +162,10 @@ def test_each_registry_path_is_forwarded_as_its_own_flag(fake: Fake) -> None:
     # The original forwards `--registry_path A B`, which its oaieval rejects.
     assert main(["dummy", "yy-set", *R1, "--registry_path", str(REG2)]) == 0
     assert fake.started()[0][2:] == [
-        "--registry_path", str(REG1), "--registry_path", str(REG2),
+        "--registry_path",
+        str(REG1),
+        "--registry_path",
+        str(REG2),
     ]
 
 
@@ -307,7 +327,10 @@ def test_no_resume_runs_everything_and_starts_a_fresh_record(
     monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-c.dev.v0=1")
     assert main(["dummy", "zz-glob", *R1, "--no-resume", "--no-exit-on-error"]) == 1
     assert len(fake.started()) == 8
-    recorded = [json.loads(x)[2] for x in progress_file(isolated, "dummy", "zz-glob").read_text().splitlines()]
+    recorded = [
+        json.loads(x)[2]
+        for x in progress_file(isolated, "dummy", "zz-glob").read_text().splitlines()
+    ]
     assert recorded == ["zz-b.dev.v0", "zz-a.dev.v0", "zz-x1.v0"]
 
 
@@ -328,8 +351,9 @@ def test_an_empty_progress_file_is_no_progress(
 
 
 def test_compact_entries_and_blank_lines_are_read(fake: Fake, isolated: Path) -> None:
-    entry = json.dumps(["oaieval", "dummy", "zz-b.dev.v0", "--registry_path", str(REG1)],
-                       separators=(",", ":"))
+    entry = json.dumps(
+        ["oaieval", "dummy", "zz-b.dev.v0", "--registry_path", str(REG1)], separators=(",", ":")
+    )
     _write_progress(isolated, "zz-order", f"\n{entry}\n\n")
     assert main(["dummy", "zz-order", *R1]) == 0
     assert fake.keys() == ["zz-a.dev.v0"]
@@ -342,7 +366,9 @@ def test_a_corrupt_progress_line_is_an_error_and_the_file_is_untouched(
     path = _write_progress(isolated, "zz-order", text)
     assert main(["dummy", "zz-order", *R1]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"oaievalset: error: {path}:2: corrupt progress line")
+    assert len(err) == 1 and err[0].startswith(
+        f"oaievalset: error: {path}:2: corrupt progress line"
+    )
     assert path.read_text() == text and fake.started() == []
 
 
@@ -404,13 +430,14 @@ def test_without_exit_on_error_failures_are_listed_not_recorded_and_retried(
 
 
 def test_missing_oaieval_is_a_clear_error_and_writes_nothing(
-    isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    from oaievalset import runner
-
-    monkeypatch.setattr(runner.sys, "executable", str(tmp_path / "nowhere" / "python"))
+    # Nor beside the Python running the tests, where oaievalset also looks.
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "nowhere" / "python"))
     assert main(["dummy", "zz-chain", *R1]) == 1
     out, err = capsys.readouterr()
     assert out.splitlines()[-1].startswith(">>> Running command: oaieval dummy zz-c.dev.v0")
@@ -424,18 +451,29 @@ def test_missing_oaieval_is_a_clear_error_and_writes_nothing(
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"evals/a.yaml": "ww-a:\n  id: ww-nowhere\n"}, "alias of 'ww-nowhere', which no registry root defines"),
-        ({"evals/a.yaml": "ww-a:\n  id: ww-b\nww-b:\n  id: ww-a\n"}, "alias cycle (ww-a -> ww-b -> ww-a)"),
+        (
+            {"evals/a.yaml": "ww-a:\n  id: ww-nowhere\n"},
+            "alias of 'ww-nowhere', which no registry root defines",
+        ),
+        (
+            {"evals/a.yaml": "ww-a:\n  id: ww-b\nww-b:\n  id: ww-a\n"},
+            "alias cycle (ww-a -> ww-b -> ww-a)",
+        ),
         ({"evals/a.yaml": "ww-a:\n  description: x\n"}, "eval 'ww-a' has no 'class'"),
         ({"evals/a.yaml": "ww-a: ww-b\nww-b:\n  class: m:C\n"}, "entry 'ww-a' must be a mapping"),
         ({"evals/a.yaml": "ww-a: [\n"}, "cannot parse YAML"),
         ({"evals/a.yaml": "- a\n- b\n"}, "expected a mapping of names to specs"),
-        ({"evals/a.yaml": "ww-a:\n  class: m:C\n", "evals/b.yaml": "ww-a:\n  class: m:D\n"},
-         "eval 'ww-a' is defined twice"),
+        (
+            {"evals/a.yaml": "ww-a:\n  class: m:C\n", "evals/b.yaml": "ww-a:\n  class: m:D\n"},
+            "eval 'ww-a' is defined twice",
+        ),
     ],
 )
 def test_registry_errors_are_one_line_and_exit_2(
-    fake: Fake, tmp_path: Path, files: dict[str, str], message: str,
+    fake: Fake,
+    tmp_path: Path,
+    files: dict[str, str],
+    message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     root = tmp_path / "reg"

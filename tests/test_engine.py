@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 from chat_server import ChatServer
@@ -26,7 +27,7 @@ def _no_nan(text: str) -> Any:
     raise ValueError(f"not JSON: {text}")
 
 
-def read_record(path: Path) -> List[Dict[str, Any]]:
+def read_record(path: Path) -> list[dict[str, Any]]:
     """Every line of a record, refusing NaN and Infinity as JSON does."""
     return [json.loads(line, parse_constant=_no_nan) for line in path.read_text().splitlines()]
 
@@ -37,8 +38,10 @@ def registry(tmp_path: Path) -> Path:
     (root / "evals").mkdir(parents=True)
     (root / "data" / "qa").mkdir(parents=True)
     samples = [
-        {"input": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}],
-         "ideal": a}
+        {
+            "input": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}],
+            "ideal": a,
+        }
         for q, a in QUESTIONS.items()
     ]
     (root / "data" / "qa" / "samples.jsonl").write_text(
@@ -70,11 +73,17 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatServer]:
     chat.stop()
 
 
-def run_eval(registry: Path, tmp_path: Path, *args: str, model: str = "test-model",
-             eval_name: str = "qa-match") -> tuple[int, Path]:
+def run_eval(
+    registry: Path,
+    tmp_path: Path,
+    *args: str,
+    model: str = "test-model",
+    eval_name: str = "qa-match",
+) -> tuple[int, Path]:
     record = tmp_path / f"record-{len(list(tmp_path.glob('record-*')))}.jsonl"
-    code = oaieval([model, eval_name, "--registry_path", str(registry),
-                    "--record_path", str(record), *args])
+    code = oaieval(
+        [model, eval_name, "--registry_path", str(registry), "--record_path", str(record), *args]
+    )
     return code, record
 
 
@@ -104,14 +113,16 @@ def test_wrong_answers_score_0(server: ChatServer, registry: Path, tmp_path: Pat
     ],
 )
 def test_other_classes_score_right_answers(
-    server: ChatServer, registry: Path, tmp_path: Path, eval_name: str, report: Dict[str, float]
+    server: ChatServer, registry: Path, tmp_path: Path, eval_name: str, report: dict[str, float]
 ) -> None:
     code, record = run_eval(registry, tmp_path, eval_name=eval_name)
     assert code == 0
     assert read_record(record)[-1]["final_report"] == report
 
 
-def test_json_match_compares_decoded_json(server: ChatServer, registry: Path, tmp_path: Path) -> None:
+def test_json_match_compares_decoded_json(
+    server: ChatServer, registry: Path, tmp_path: Path
+) -> None:
     server.answers = {"Give the object": '{"a": [1,2]}'}
     code, record = run_eval(registry, tmp_path, eval_name="qa-json.dev.v0")
     assert code == 0 and read_record(record)[-1]["final_report"] == {"accuracy": 1.0}
@@ -120,7 +131,7 @@ def test_json_match_compares_decoded_json(server: ChatServer, registry: Path, tm
     assert code == 0 and read_record(record)[-1]["final_report"] == {"accuracy": 0.0}
 
 
-def _comparable(lines: List[Dict[str, Any]]) -> List[Any]:
+def _comparable(lines: list[dict[str, Any]]) -> list[Any]:
     out = []
     for line in lines[1:]:
         line = {k: v for k, v in line.items() if k not in ("run_id", "created_at")}
@@ -160,7 +171,9 @@ def test_an_unknown_model_is_named(
 
 
 def test_a_refused_connection_is_one_clear_line(
-    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    registry: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with socket.socket() as s:
@@ -221,8 +234,9 @@ def test_extra_eval_params_reach_the_eval(
     server: ChatServer, registry: Path, tmp_path: Path
 ) -> None:
     server.answers = {q: a.lower() for q, a in QUESTIONS.items()}
-    code, record = run_eval(registry, tmp_path, "--extra_eval_params", "ignore_case=0",
-                            eval_name="qa-includes.dev.v0")
+    code, record = run_eval(
+        registry, tmp_path, "--extra_eval_params", "ignore_case=0", eval_name="qa-includes.dev.v0"
+    )
     assert code == 0
     spec = read_record(record)[0]["spec"]
     assert spec["run_config"]["eval_spec"]["args"]["ignore_case"] == 0

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable
 
 import pytest
 from conftest import REG1, Fake, oaievalset_exe, progress_file, run_cli
@@ -34,26 +34,25 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def start(args: List[str], env: Dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+def start(args: list[str], env: dict[str, str], new_session: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [oaievalset_exe(), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **env},
-        **kwargs,  # type: ignore[call-overload]
+        start_new_session=new_session,
     )
 
 
-def recorded_keys(path: Path) -> List[str]:
+def recorded_keys(path: Path) -> list[str]:
     if not path.exists():
         return []
     return [json.loads(line)[2] for line in path.read_text().splitlines() if line.strip()]
 
 
-def started_pids(fake: Fake, key: str) -> List[int]:
-    return [int(e["pid"]) for e in fake.events()  # type: ignore[call-overload]
-            if e["event"] == "start" and e["argv"][1] == key]  # type: ignore[index]
+def started_pids(fake: Fake, key: str) -> list[int]:
+    return [int(e["pid"]) for e in fake.events() if e["event"] == "start" and e["argv"][1] == key]
 
 
 @pytest.mark.parametrize(
@@ -65,7 +64,7 @@ def test_a_signal_stops_the_running_eval_and_exits_130(
     fake: Fake, isolated: Path, sig: signal.Signals, whole_group: bool
 ) -> None:
     env = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-a.dev.v0=30"}
-    proc = start(["dummy", "zz-order", *R1], env, start_new_session=True)
+    proc = start(["dummy", "zz-order", *R1], env, new_session=True)
     wait_for(lambda: bool(started_pids(fake, "zz-a.dev.v0")))
     child = started_pids(fake, "zz-a.dev.v0")[0]
     began = time.monotonic()
@@ -73,7 +72,7 @@ def test_a_signal_stops_the_running_eval_and_exits_130(
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
-    out, err = proc.communicate(timeout=20)
+    _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert time.monotonic() - began < 5
     assert "Traceback" not in err and "interrupted" in err
@@ -103,15 +102,13 @@ def test_kill_9_of_oaievalset_stops_its_child_and_resume_finishes(
     assert fake.keys().count("zz-b.dev.v0") == 1
 
 
-def test_two_runs_of_one_set_share_the_work_and_lose_no_record(
-    fake: Fake, isolated: Path
-) -> None:
+def test_two_runs_of_one_set_share_the_work_and_lose_no_record(fake: Fake, isolated: Path) -> None:
     env = {"FAKE_OAIEVAL_SLEEP": "1"}
     first = start(["dummy", "zz-glob", *R1], env)
     time.sleep(0.3)
     second = start(["dummy", "zz-glob", *R1], env)
-    out1, err1 = first.communicate(timeout=60)
-    out2, err2 = second.communicate(timeout=60)
+    _out1, err1 = first.communicate(timeout=60)
+    _out2, err2 = second.communicate(timeout=60)
     assert (first.returncode, second.returncode) == (0, 0), err1 + err2
     keys = fake.keys()
     assert sorted(keys) == sorted(set(keys)), f"an eval ran twice: {keys}"

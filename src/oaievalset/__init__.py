@@ -1,4 +1,5 @@
-"""Run a whole set of evals against one model: a faithful, light clone of openai/evals' oaievalset."""
+"""Run a whole set of evals against one model: a light, faithful clone of openai/evals'
+oaievalset."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 from oaievalset.commands import build_commands
 from oaievalset.console import highlight, use_color
@@ -115,9 +116,7 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="SET",
         help="List the eval sets, or the evals that SET resolves to; run nothing.",
     )
-    ours.add_argument(
-        "--json", action="store_true", help="With --plan or --list: print JSON."
-    )
+    ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
     return parser
 
 
@@ -126,14 +125,14 @@ class OaiEvalSetArguments(argparse.Namespace):
 
     model: str
     eval_set: str
-    registry_path: Optional[List[str]]
+    registry_path: list[str] | None
     resume: bool
     exit_on_error: bool
     jobs: int
-    timeout: Optional[float]
+    timeout: float | None
     attempts: int
     plan: bool
-    list: Optional[str]
+    list: str | None
     json: bool
 
 
@@ -144,18 +143,18 @@ def _opt(args: argparse.Namespace, name: str, default: Any) -> Any:
 
 def run(
     args: OaiEvalSetArguments,
-    unknown_args: List[str],
-    registry: Optional[Registry] = None,
+    unknown_args: list[str],
+    registry: Registry | None = None,
     run_command: str = "oaieval",
     *,
-    color: Optional[bool] = None,
+    color: bool | None = None,
     executor: Any = None,
 ) -> int:
     """Run every eval of `args.eval_set` against `args.model`; returns the exit code.
 
     Errors the user can fix raise an OaiEvalSetError before anything runs.
     """
-    from oaievalset import report, runner
+    from oaievalset import runner
 
     color = use_color(sys.stdout) if color is None else color
     registry = registry or Registry()
@@ -204,14 +203,18 @@ def run(
     sys.stdout.flush()
 
     first = len(commands) - len(todo)
-    results: List[runner.Result] = []
+    results: list[runner.Result] = []
     exit_code = EXIT_OK
     interrupted = False
     if todo:
         try:
             runner.check_executable(todo[0]) if executor is None else None
         except LaunchError:
-            print(highlight(f"Running command: {' '.join(todo[0])} ({first + 1}/{len(commands)})", color))
+            print(
+                highlight(
+                    f"Running command: {' '.join(todo[0])} ({first + 1}/{len(commands)})", color
+                )
+            )
             raise
         progress.prepare()
         options = runner.RunOptions(
@@ -252,7 +255,7 @@ def run(
     return exit_code
 
 
-def _earlier_results(commands: List[List[str]], progress: ProgressFile) -> List[Any]:
+def _earlier_results(commands: list[list[str]], progress: ProgressFile) -> list[Any]:
     from pathlib import Path
 
     from oaievalset import runner
@@ -278,7 +281,7 @@ def _earlier_results(commands: List[List[str]], progress: ProgressFile) -> List[
     return results
 
 
-def _in_command_order(commands: List[List[str]], results: List[Any]) -> List[Any]:
+def _in_command_order(commands: list[list[str]], results: list[Any]) -> list[Any]:
     by_command = {json.dumps(r.command): r for r in results}
     return [by_command[json.dumps(c)] for c in commands if json.dumps(c) in by_command]
 
@@ -286,10 +289,10 @@ def _in_command_order(commands: List[List[str]], results: List[Any]) -> List[Any
 def _summarize(
     args: OaiEvalSetArguments,
     progress: ProgressFile,
-    results: List[Any],
+    results: list[Any],
     exit_code: int,
     interrupted: bool,
-    failed: List[Any],
+    failed: list[Any],
 ) -> None:
     """The table on stderr (stdout keeps the original's lines), and the JSON report file."""
     from oaievalset import report
@@ -345,7 +348,8 @@ def _list_main(argv: Sequence[str]) -> int:
                     "file": str(resolution.eval_set.file),
                     "entries": list(resolution.eval_set.evals),
                     "evals": [
-                        {"key": s.key, "class": s.cls, "file": str(s.file)} for s in resolution.evals
+                        {"key": s.key, "class": s.cls, "file": str(s.file)}
+                        for s in resolution.evals
                     ],
                     "unmatched": list(resolution.unmatched),
                 },
@@ -373,11 +377,11 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C: stop the children, record nothing more, exit 130."""
 
 
-def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The `oaievalset` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

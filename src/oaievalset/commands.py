@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
-Command = List[str]
+Command = list[str]
 
 
 def build_commands(
     model: str,
     eval_keys: Iterable[str],
     passthrough: Sequence[str],
-    registry_paths: Optional[Sequence[str]] = None,
+    registry_paths: Sequence[str] | None = None,
     run_command: str = "oaieval",
-) -> List[Command]:
+) -> list[Command]:
     """One command per eval key, in the order given, each identical command once.
 
     Each registry path is forwarded as its own `--registry_path P`: the original sends
     `--registry_path A B`, which its own oaieval rejects.
     """
-    tail: List[str] = []
+    tail: list[str] = []
     for path in registry_paths or ():
         tail += ["--registry_path", path]
-    commands: List[Command] = []
+    commands: list[Command] = []
     seen: set[tuple[str, ...]] = set()
     for key in eval_keys:
         command = [run_command, model, key, *passthrough, *tail]

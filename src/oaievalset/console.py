@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import IO, Mapping, Optional
+from collections.abc import Mapping
+from typing import IO
 
 _GREEN = "\033[1;32m"
 _RED = "\033[1;31m"
 _RESET = "\033[0m"
 
 
-def use_color(stream: IO[str], environ: Optional[Mapping[str, str]] = None) -> bool:
+def use_color(stream: IO[str], environ: Mapping[str, str] | None = None) -> bool:
     """Colour only on a terminal; NO_COLOR turns it off and FORCE_COLOR on (no-color.org)."""
     env = os.environ if environ is None else environ
     if env.get("NO_COLOR"):

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from oaievalset.commands import Command
 from oaievalset.progress import ProgressFile, command_id, format_entry
 from oaievalset.registry import Registry
 
 
-def plan_entries(commands: Sequence[Command], progress: ProgressFile, resume: bool) -> List[Dict[str, Any]]:
+def plan_entries(
+    commands: Sequence[Command], progress: ProgressFile, resume: bool
+) -> list[dict[str, Any]]:
     """For each command: done, running elsewhere, failed before, or pending, and why a
     recorded command for the same eval does not count (it differs in its arguments)."""
     recorded = progress.read() if resume else []
     states = progress.read_state()
-    entries: List[Dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
     for command in commands:
         state = states.get(command_id(command), {})
-        entry: Dict[str, Any] = {"eval": command[2], "command": command}
+        entry: dict[str, Any] = {"eval": command[2], "command": command}
         if command in recorded:
             entry["status"] = "done"
         elif progress.state_dir.exists() and progress.is_claimed_elsewhere(command):
@@ -42,7 +45,9 @@ def plan_entries(commands: Sequence[Command], progress: ProgressFile, resume: bo
     return entries
 
 
-def plan_text(model: str, eval_set: str, progress: ProgressFile, entries: List[Dict[str, Any]]) -> str:
+def plan_text(
+    model: str, eval_set: str, progress: ProgressFile, entries: list[dict[str, Any]]
+) -> str:
     lines = [f"Plan for {model} {eval_set} (progress file: {progress.path})"]
     width = max([len(e["status"]) for e in entries] + [7])
     for e in entries:
@@ -58,7 +63,9 @@ def plan_text(model: str, eval_set: str, progress: ProgressFile, entries: List[D
     return "\n".join(lines)
 
 
-def plan_json(model: str, eval_set: str, progress: ProgressFile, entries: List[Dict[str, Any]]) -> str:
+def plan_json(
+    model: str, eval_set: str, progress: ProgressFile, entries: list[dict[str, Any]]
+) -> str:
     return json.dumps(
         {
             "model": model,
@@ -70,7 +77,7 @@ def plan_json(model: str, eval_set: str, progress: ProgressFile, entries: List[D
     )
 
 
-def list_sets(registry: Registry) -> List[Dict[str, Any]]:
+def list_sets(registry: Registry) -> list[dict[str, Any]]:
     """Every eval set of every root, with the file that defines it."""
     sets = []
     for name in registry.eval_set_names():
@@ -79,7 +86,7 @@ def list_sets(registry: Registry) -> List[Dict[str, Any]]:
     return sets
 
 
-def list_sets_text(sets: List[Dict[str, Any]]) -> str:
+def list_sets_text(sets: list[dict[str, Any]]) -> str:
     if not sets:
         return "No eval sets found."
     width = max(len(s["name"]) for s in sets)

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -30,7 +31,7 @@ def progress_dir() -> str:
     return os.environ.get("OAIEVALSET_PROGRESS_DIR") or DEFAULT_PROGRESS_DIR
 
 
-def progress_path(model: str, eval_set: str, base: Optional[str] = None) -> Path:
+def progress_path(model: str, eval_set: str, base: str | None = None) -> Path:
     """`{base}/{model}.{eval_set}.progress.txt`, built from the raw names as the original.
 
     A `/` in a name makes subfolders, as in the original; a `..` part, which would write
@@ -52,9 +53,9 @@ def command_id(command: Sequence[str]) -> str:
     return hashlib.sha1(json.dumps(list(command)).encode("utf-8")).hexdigest()[:16]
 
 
-def parse_progress(text: str, path: Path) -> List[Entry]:
+def parse_progress(text: str, path: Path) -> list[Entry]:
     """The entries of a progress file; blank lines are skipped, a corrupt line is an error."""
-    entries: List[Entry] = []
+    entries: list[Entry] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -85,12 +86,12 @@ class ProgressFile:
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
         self._lock = FileLock(str(self.state_dir / "lock"), timeout=LOCK_TIMEOUT)
-        self._claims: Dict[str, FileLock] = {}
-        self._cache: Optional[Tuple[Tuple[int, int, int], List[Entry]]] = None
+        self._claims: dict[str, FileLock] = {}
+        self._cache: tuple[tuple[int, int, int], list[Entry]] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
-    def read(self) -> List[Entry]:
+    def read(self) -> list[Entry]:
         """The recorded entries (none if there is no file). Safe without the lock: the file
         is only ever replaced whole. Parsed again only when the file has changed."""
         try:
@@ -154,7 +155,7 @@ class ProgressFile:
     def record(self, command: Sequence[str]) -> None:
         """Add a completed command to the file, under the lock, with an atomic replace."""
         with self.locked():
-            entries: List[Entry] = [] if self._fresh else self.read()
+            entries: list[Entry] = [] if self._fresh else self.read()
             self._fresh = False
             entries.append(list(command))
             text = "".join(json.dumps(entry) + "\n" for entry in entries)
@@ -208,14 +209,14 @@ class ProgressFile:
     def state_path(self) -> Path:
         return self.state_dir / "state.jsonl"
 
-    def read_state(self) -> Dict[str, Dict[str, Any]]:
+    def read_state(self) -> dict[str, dict[str, Any]]:
         """The last known state of each command, by command id.
 
         The state file is a journal: one JSON object per line, the last one for a command
         wins. It only informs (the progress file decides what is done), so a line cut
         short by a crash is skipped.
         """
-        states: Dict[str, Dict[str, Any]] = {}
+        states: dict[str, dict[str, Any]] = {}
         try:
             lines = self.state_path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
@@ -261,8 +262,6 @@ def atomic_write(path: Path, text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise

@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 from oaievalset.errors import RegistryError, UnknownEvalError, UnknownEvalSetError
 from oaievalset.yamlio import load_yaml
@@ -28,7 +29,7 @@ def bundled_registry_path() -> Path:
     return here.parent.parent / "registry"
 
 
-def default_registry_paths() -> List[Path]:
+def default_registry_paths() -> list[Path]:
     """The original's default roots: the bundled registry, then ~/.evals."""
     return [bundled_registry_path(), Path.home() / ".evals"]
 
@@ -38,12 +39,12 @@ class Entry:
     """One raw YAML entry, with where it came from."""
 
     name: str
-    spec: Dict[str, Any]
+    spec: dict[str, Any]
     file: Path
     root: Path
 
     @property
-    def alias(self) -> Optional[str]:
+    def alias(self) -> str | None:
         target = self.spec.get("id")
         return None if target is None else str(target)
 
@@ -54,11 +55,11 @@ class EvalSpec:
 
     key: str
     cls: str
-    args: Dict[str, Any]
+    args: dict[str, Any]
     registry_path: Path
     group: str
     file: Path
-    metadata: Dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class EvalSetSpec:
     """A resolved eval set: its final key and the names or patterns it lists."""
 
     key: str
-    evals: Tuple[str, ...]
+    evals: tuple[str, ...]
     file: Path
 
 
@@ -75,8 +76,8 @@ class SetResolution:
     """What an eval set resolves to: evals in registry order, and entries that matched nothing."""
 
     eval_set: EvalSetSpec
-    evals: Tuple[EvalSpec, ...]
-    unmatched: Tuple[str, ...]
+    evals: tuple[EvalSpec, ...]
+    unmatched: tuple[str, ...]
 
 
 def pattern_to_regex(pattern: str) -> str:
@@ -90,20 +91,20 @@ def pattern_to_regex(pattern: str) -> str:
 class Registry:
     """The eval sets and evals of several registry roots, loaded on first use."""
 
-    def __init__(self, registry_paths: Optional[Sequence[StrPath]] = None) -> None:
+    def __init__(self, registry_paths: Sequence[StrPath] | None = None) -> None:
         paths = default_registry_paths() if registry_paths is None else registry_paths
-        self._registry_paths: List[Path] = [Path(p) for p in paths]
-        self._cache: Dict[str, Dict[str, Entry]] = {}
+        self._registry_paths: list[Path] = [Path(p) for p in paths]
+        self._cache: dict[str, dict[str, Entry]] = {}
 
     def add_registry_paths(self, paths: Iterable[StrPath]) -> None:
         self._registry_paths.extend(Path(p) for p in paths)
         self._cache.clear()
 
     @property
-    def roots(self) -> List[Path]:
+    def roots(self) -> list[Path]:
         """The roots in load order, each once (the same folder given twice is loaded once)."""
         seen: set[str] = set()
-        roots: List[Path] = []
+        roots: list[Path] = []
         for path in self._registry_paths:
             key = os.path.realpath(os.path.expanduser(path))
             if key not in seen:
@@ -113,17 +114,17 @@ class Registry:
 
     # -- loading -------------------------------------------------------------------------
 
-    def _entries(self, kind: str) -> Dict[str, Entry]:
+    def _entries(self, kind: str) -> dict[str, Entry]:
         if kind not in self._cache:
             self._cache[kind] = self._load(kind)
         return self._cache[kind]
 
-    def _load(self, kind: str) -> Dict[str, Entry]:
+    def _load(self, kind: str) -> dict[str, Entry]:
         bundled = os.path.realpath(bundled_registry_path())
         per_root = [(root, list(_read_root(root, kind))) for root in self.roots]
 
         # A name defined twice outside the bundled registry is an error, as in the original.
-        others: Dict[str, Entry] = {}
+        others: dict[str, Entry] = {}
         for root, entries in per_root:
             if os.path.realpath(root) == bundled:
                 continue
@@ -139,7 +140,7 @@ class Registry:
         # The bundled registry is only a fallback: a name that another root defines takes
         # that root's definition, in that root's place (so an openai/evals registry loads
         # beside ours).
-        merged: Dict[str, Entry] = {}
+        merged: dict[str, Entry] = {}
         for root, entries in per_root:
             is_bundled = os.path.realpath(root) == bundled
             for entry in entries:
@@ -178,10 +179,10 @@ class Registry:
 
     # -- eval sets -----------------------------------------------------------------------
 
-    def eval_set_names(self) -> List[str]:
+    def eval_set_names(self) -> list[str]:
         return list(self._entries("eval_sets"))
 
-    def get_eval_set(self, name: str) -> Optional[EvalSetSpec]:
+    def get_eval_set(self, name: str) -> EvalSetSpec | None:
         """The set called `name` after aliases, or None if no root defines it."""
         if name not in self._entries("eval_sets"):
             return None
@@ -210,10 +211,10 @@ class Registry:
 
     # -- evals ---------------------------------------------------------------------------
 
-    def eval_names(self) -> List[str]:
+    def eval_names(self) -> list[str]:
         return list(self._entries("evals"))
 
-    def get_eval(self, name: str) -> Optional[EvalSpec]:
+    def get_eval(self, name: str) -> EvalSpec | None:
         """The eval called `name` after aliases, or None if no root defines it."""
         if name not in self._entries("evals"):
             return None
@@ -301,12 +302,9 @@ def _read_root(root: Path, kind: str) -> Iterator[Entry]:
         for name, spec in data.items():
             if not isinstance(spec, dict):
                 hint = (
-                    f"; write an alias as '{name}: {{id: {spec}}}'"
-                    if isinstance(spec, str)
-                    else ""
+                    f"; write an alias as '{name}: {{id: {spec}}}'" if isinstance(spec, str) else ""
                 )
                 raise RegistryError(
-                    f"{file}: entry '{name}' must be a mapping, "
-                    f"found {type(spec).__name__}{hint}"
+                    f"{file}: entry '{name}' must be a mapping, found {type(spec).__name__}{hint}"
                 )
             yield Entry(name=str(name), spec=spec, file=file, root=root)

@@ -1,12 +1,14 @@
-"""Results after a run: headline metrics from each eval's log, the summary table, the JSON report."""
+"""Results after a run: headline metrics from each eval's log, the summary table and the
+JSON report."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from oaievalset.runner import Result
@@ -28,7 +30,7 @@ def _number(text: str) -> Any:
     return value
 
 
-def read_final_report(log: Optional[Path]) -> Dict[str, Any]:
+def read_final_report(log: Path | None) -> dict[str, Any]:
     """The metrics after the last "Final report:" line of an eval's log, or {}."""
     if log is None:
         return {}
@@ -43,7 +45,7 @@ def read_final_report(log: Optional[Path]) -> Dict[str, Any]:
             break
     if start is None:
         return {}
-    metrics: Dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
     for line in lines[start:]:
         match = _METRIC.match(line.strip())
         if not match:
@@ -52,21 +54,23 @@ def read_final_report(log: Optional[Path]) -> Dict[str, Any]:
     return metrics
 
 
-def headline(metrics: Dict[str, Any], most: int = 2) -> str:
+def headline(metrics: dict[str, Any], most: int = 2) -> str:
     """The first few numeric metrics, e.g. `accuracy=0.667`."""
     shown = []
     for key, value in metrics.items():
         if key in _HEADLINE_SKIP or key.startswith("usage_"):
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            text = f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+            text = (
+                f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+            )
             shown.append(f"{key}={text}")
         if len(shown) == most:
             break
     return " ".join(shown)
 
 
-def _duration(seconds: Optional[float]) -> str:
+def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 60:
@@ -89,16 +93,18 @@ def summary_table(results: Sequence[Result]) -> str:
         for r in results
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
 def json_report(
     model: str, eval_set: str, progress_file: Path, results: Sequence[Result], exit_code: int
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """The run summary for scripts."""
-    evals: List[Dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
     for r in results:
         evals.append(
             {
@@ -114,7 +120,7 @@ def json_report(
                 "metrics": {k: _finite(v) for k, v in r.metrics.items()},
             }
         )
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     return {

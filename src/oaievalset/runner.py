@@ -7,6 +7,7 @@ Linux is tied to the thread that started it); helper threads only wait and copy 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -16,16 +17,17 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Deque, Dict, List, Optional, Protocol, Sequence
+from typing import IO, Any, Callable, Protocol
 
 from oaievalset.console import alert, highlight
 from oaievalset.errors import LaunchError
 from oaievalset.progress import ProgressFile
 from oaievalset.report import read_final_report
 
-Command = List[str]
+Command = list[str]
 
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a child must stop
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
@@ -55,7 +57,7 @@ class Executor(Protocol):
 # -- the real executor ------------------------------------------------------------------
 
 
-def _die_with_parent() -> Optional[Callable[[], None]]:
+def _die_with_parent() -> Callable[[], None] | None:
     """A preexec function that makes the child get SIGTERM when oaievalset dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -79,17 +81,13 @@ class _Process:
 
     def terminate(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.proc.terminate()
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            except ProcessLookupError:
-                pass
 
 
 def _tee(source: IO[bytes], sinks: Sequence[IO[bytes]]) -> None:
@@ -125,7 +123,7 @@ class SubprocessExecutor:
         echo_stderr: bool,
         on_exit: Callable[[int], None],
     ) -> Job:
-        log = open(log_path, "ab")
+        log = open(log_path, "ab")  # noqa: SIM115 - the waiter thread closes it
         try:
             proc = subprocess.Popen(
                 list(command),
@@ -144,10 +142,10 @@ class SubprocessExecutor:
         except PermissionError:
             log.close()
             raise LaunchError(f"'{command[0]}' is not executable; check its permissions") from None
-        tee: Optional[threading.Thread] = None
+        tee: threading.Thread | None = None
         if proc.stderr is not None:
             err_sink = getattr(sys.stderr, "buffer", None)
-            sinks: List[IO[bytes]] = [log] if err_sink is None else [err_sink, log]
+            sinks: list[IO[bytes]] = [log] if err_sink is None else [err_sink, log]
             tee = threading.Thread(target=_tee, args=(proc.stderr, sinks), daemon=True)
             tee.start()
 
@@ -182,15 +180,15 @@ class Result:
 
     command: Command
     status: str
-    exit_code: Optional[int] = None
+    exit_code: int | None = None
     attempts: int = 0
-    started: Optional[float] = None
-    ended: Optional[float] = None
-    log: Optional[Path] = None
-    metrics: Dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    ended: float | None = None
+    log: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def duration(self) -> Optional[float]:
+    def duration(self) -> float | None:
         if self.started is None or self.ended is None:
             return None
         return self.ended - self.started
@@ -199,7 +197,7 @@ class Result:
 @dataclass(frozen=True)
 class RunOptions:
     jobs: int = 1
-    timeout: Optional[float] = None
+    timeout: float | None = None
     attempts: int = 1
     exit_on_error: bool = True
     color: bool = False
@@ -208,7 +206,7 @@ class RunOptions:
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM: the running evals were stopped and not recorded."""
 
-    def __init__(self, results: List[Result]) -> None:
+    def __init__(self, results: list[Result]) -> None:
         super().__init__("interrupted")
         self.results = results
 
@@ -218,14 +216,14 @@ class _Slot:
     command: Command
     index: int
     result: Result
-    job: Optional[Job] = None
-    deadline: Optional[float] = None  # the per-eval timeout
-    kill_at: Optional[float] = None  # SIGKILL if still running by then
+    job: Job | None = None
+    deadline: float | None = None  # the per-eval timeout
+    kill_at: float | None = None  # SIGKILL if still running by then
     timed_out: bool = False
     not_before: float = 0.0  # retry backoff
 
 
-def find_executable(name: str) -> Optional[str]:
+def find_executable(name: str) -> str | None:
     """The program to start for `name`: on PATH, or else beside the Python running us (so
     that a virtual environment works without being activated)."""
     if os.sep in name:
@@ -256,20 +254,20 @@ def execute(
     total: int,
     out: IO[str],
     err: IO[str],
-) -> List[Result]:
+) -> list[Result]:
     """Run the commands, `options.jobs` at a time, recording each success as it ends.
 
     `first_index` is how many of `total` were already done, for the `(i/N)` counter.
     Raises Interrupted on Ctrl-C or SIGTERM, after stopping every running child.
     """
-    finished: "queue.Queue[tuple[int, int]]" = queue.Queue()
+    finished: queue.Queue[tuple[int, int]] = queue.Queue()
     slots = [
         _Slot(command=list(c), index=first_index + i + 1, result=Result(list(c), NOT_RUN))
         for i, c in enumerate(commands)
     ]
-    pending: Deque[_Slot] = deque(slots)
-    running: Dict[int, _Slot] = {}
-    deferred: List[_Slot] = []  # held by another oaievalset process
+    pending: deque[_Slot] = deque(slots)
+    running: dict[int, _Slot] = {}
+    deferred: list[_Slot] = []  # held by another oaievalset process
     stopping = False
 
     def say(line: str) -> None:
@@ -283,7 +281,11 @@ def execute(
         slot.result.log = log
         slot.result.started = slot.result.started or time.time()
         slot.timed_out = False
-        say(highlight(f"Running command: {' '.join(slot.command)} ({slot.index}/{total})", options.color))
+        say(
+            highlight(
+                f"Running command: {' '.join(slot.command)} ({slot.index}/{total})", options.color
+            )
+        )
         ident = id(slot)
         slot.job = executor.start(
             slot.command,
@@ -405,7 +407,9 @@ def execute(
         for slot in deferred:
             progress.wait_claim(slot.command)
             progress.release(slot.command)
-            slot.result.status = DONE_ELSEWHERE if progress.is_recorded(slot.command) else INCOMPLETE
+            slot.result.status = (
+                DONE_ELSEWHERE if progress.is_recorded(slot.command) else INCOMPLETE
+            )
     except KeyboardInterrupt:
         _stop_all(running, finished, progress)
         raise Interrupted([s.result for s in slots]) from None
@@ -413,7 +417,7 @@ def execute(
 
 
 def _stop_all(
-    running: Dict[int, _Slot], finished: "queue.Queue[tuple[int, int]]", progress: ProgressFile
+    running: dict[int, _Slot], finished: queue.Queue[tuple[int, int]], progress: ProgressFile
 ) -> None:
     """Stop every running child: SIGTERM, then SIGKILL after a grace period. Nothing is
     recorded as completed; the state says interrupted."""
@@ -430,9 +434,8 @@ def _stop_all(
                 ident, code = finished.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            slot = left.pop(ident, None)
-            if slot is not None:
-                slot.result.exit_code = code
+            if ident in left:
+                left.pop(ident).result.exit_code = code
         for slot in left.values():
             if slot.job is not None:
                 slot.job.kill()
@@ -440,7 +443,8 @@ def _stop_all(
             slot.result.status = INTERRUPTED
             slot.result.ended = time.time()
             progress.release(slot.command)
-            try:
+            # The state only informs; never let it hide the interrupt.
+            with contextlib.suppress(Exception):
                 progress.update_state(
                     slot.command,
                     status=INTERRUPTED,
@@ -448,7 +452,5 @@ def _stop_all(
                     ended=slot.result.ended,
                     attempts=slot.result.attempts,
                 )
-            except Exception:  # the state only informs; never let it hide the interrupt
-                pass
     finally:
         signal.signal(signal.SIGINT, previous)

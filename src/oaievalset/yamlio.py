@@ -17,7 +17,7 @@ def load_yaml(path: Path) -> Any:
     """Parse one YAML file with the safe loader; any failure is a RegistryError naming it."""
     try:
         with open(path, "rb") as f:
-            return yaml.load(f, Loader=_Loader)  # noqa: S506 - a safe loader
+            return yaml.load(f, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -11,9 +11,10 @@ import argparse
 import logging
 import shlex
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 from oaievalset.engine.errors import EngineError
 from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
@@ -33,35 +34,59 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra_eval_params", type=str, default="", metavar="K=V,...")
     parser.add_argument("--completion_args", type=str, default="", metavar="K=V,...")
     parser.add_argument("--max_samples", type=int, default=None)
-    parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
-                        help="Accepted for compatibility; no effect.")
-    parser.add_argument("--visible", action=argparse.BooleanOptionalAction, default=None,
-                        help="Accepted for compatibility; only noted in the record.")
+    parser.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Accepted for compatibility; no effect.",
+    )
+    parser.add_argument(
+        "--visible",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Accepted for compatibility; only noted in the record.",
+    )
     parser.add_argument("--seed", type=int, default=20220722)
     parser.add_argument("--user", type=str, default="", help="Written as created_by.")
     parser.add_argument("--record_path", type=str, default=None)
-    parser.add_argument("--log_to_file", type=str, default=None,
-                        help="Write the log to this file instead of stderr.")
+    parser.add_argument(
+        "--log_to_file",
+        type=str,
+        default=None,
+        help="Write the log to this file instead of stderr.",
+    )
     parser.add_argument("--registry_path", type=str, default=None, action="append")
     parser.add_argument("--debug", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--local-run", action=argparse.BooleanOptionalAction, default=True,
-                        help="Accepted for compatibility; records are always local.")
-    parser.add_argument("--http-run", action=argparse.BooleanOptionalAction, default=False,
-                        help="Not supported.")
+    parser.add_argument(
+        "--local-run",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Accepted for compatibility; records are always local.",
+    )
+    parser.add_argument(
+        "--http-run", action=argparse.BooleanOptionalAction, default=False, help="Not supported."
+    )
     parser.add_argument("--http-run-url", type=str, default=None, help="Not supported.")
     parser.add_argument("--http-batch-size", type=int, default=100, help="Not supported.")
-    parser.add_argument("--http-fail-percent-threshold", type=int, default=5,
-                        help="Not supported.")
-    parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
-                        help="Run the eval but write no record.")
-    parser.add_argument("--dry-run-logging", action=argparse.BooleanOptionalAction,
-                        default=True, help="Accepted for compatibility; no effect.")
+    parser.add_argument("--http-fail-percent-threshold", type=int, default=5, help="Not supported.")
+    parser.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Run the eval but write no record.",
+    )
+    parser.add_argument(
+        "--dry-run-logging",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Accepted for compatibility; no effect.",
+    )
     return parser
 
 
-def parse_pairs(text: str, option: str) -> Dict[str, Union[str, int, float]]:
+def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
     """`k1=v1,k2=v2` as a dict, numbers as numbers (as the original)."""
-    pairs: Dict[str, Union[str, int, float]] = {}
+    pairs: dict[str, str | int | float] = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -70,13 +95,15 @@ def parse_pairs(text: str, option: str) -> Dict[str, Union[str, int, float]]:
     return pairs
 
 
-def _number(text: str) -> Union[str, int, float]:
-    for kind in (int, float):
-        try:
-            return kind(text)  # type: ignore[operator]
-        except ValueError:
-            pass
-    return text
+def _number(text: str) -> str | int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def run(args: argparse.Namespace) -> str:
@@ -101,7 +128,7 @@ def run(args: argparse.Namespace) -> str:
     cls = eval_class(spec.cls, spec.key)
     names = args.completion_fn.split(",")
     fns = [make_completion_fn(name, **completion_args) for name in names]
-    eval_args: Dict[str, Any] = {**spec.args, **extra}
+    eval_args: dict[str, Any] = {**spec.args, **extra}
     evaluation = make_eval(
         cls, fns, spec.key, {**eval_args, "registry_path": spec.registry_path, "seed": args.seed}
     )
@@ -148,7 +175,9 @@ def run(args: argparse.Namespace) -> str:
         try:
             recorder.write(record_path, run_spec, result)
         except OSError as exc:
-            raise EngineError(f"cannot write the record to {record_path} ({exc.strerror})") from None
+            raise EngineError(
+                f"cannot write the record to {record_path} ({exc.strerror})"
+            ) from None
         logger.info(f"Final report: {json_safe(result)}. Logged to {record_path}")
     logger.info("Final report:")
     for key, value in result.items():
@@ -156,7 +185,7 @@ def run(args: argparse.Namespace) -> str:
     return run_id
 
 
-def _configure_logging(log_to_file: Optional[str], debug: bool) -> None:
+def _configure_logging(log_to_file: str | None, debug: bool) -> None:
     logging.basicConfig(
         format="[%(asctime)s] [%(filename)s:%(lineno)d] %(message)s",
         level=logging.DEBUG if debug else logging.INFO,
@@ -168,9 +197,9 @@ def _configure_logging(log_to_file: Optional[str], debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The `oaieval` command; returns the exit code."""
-    args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
+    args_list: list[str] = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(args_list)
     _configure_logging(args.log_to_file, args.debug)
     try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Protocol, Union
+from collections.abc import Mapping
+from typing import Any, Protocol, Union
 
 from oaievalset.engine.errors import EngineError, ModelError
 
-Prompt = Union[str, List[Dict[str, Any]]]
+Prompt = Union[str, list[dict[str, Any]]]
 
 DUMMY_RESPONSE = "This is a dummy response."  # what openai/evals' dummy answers
 
@@ -29,7 +30,7 @@ class DummyCompletionFn:
         return DUMMY_RESPONSE
 
 
-def to_messages(prompt: Prompt) -> List[Dict[str, Any]]:
+def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
     """A chat message list: a string prompt becomes one user message."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
@@ -62,12 +63,14 @@ class OpenAIChatCompletionFn:
 
     def __call__(self, prompt: Prompt, **kwargs: Any) -> str:
         openai = self._openai
-        params: Dict[str, Any] = {"temperature": 0.0}
+        params: dict[str, Any] = {"temperature": 0.0}
         params.update({k: v for k, v in kwargs.items() if v is not None})
         params.update(self._options)
         try:
             response = self._client.chat.completions.create(
-                model=self.name, messages=to_messages(prompt), **params
+                model=self.name,
+                messages=to_messages(prompt),  # type: ignore[arg-type]  # plain dicts
+                **params,
             )
         except openai.NotFoundError as exc:
             raise ModelError(
@@ -94,7 +97,9 @@ class OpenAIChatCompletionFn:
                 f"check OPENAI_BASE_URL and that the server runs"
             ) from None
         if not response.choices:
-            raise ModelError(f"the server at {self._base_url} returned no choices for '{self.name}'")
+            raise ModelError(
+                f"the server at {self._base_url} returned no choices for '{self.name}'"
+            )
         content = response.choices[0].message.content
         return content if isinstance(content, str) else ""
 

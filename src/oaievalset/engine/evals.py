@@ -12,9 +12,10 @@ import random
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Type
+from typing import Any
 
 from oaievalset.engine.completions import CompletionFn, Prompt
 from oaievalset.engine.errors import EngineError, SampleError
@@ -107,7 +108,7 @@ class Eval:
         name: str,
         registry_path: Path,
         seed: int = 20220722,
-        samples_jsonl: Optional[str] = None,
+        samples_jsonl: str | None = None,
     ) -> None:
         if len(name.split(".")) < 2:
             raise EngineError(f"eval name '{name}' must have the form <base_eval>.<split>...")
@@ -129,17 +130,17 @@ class Eval:
             return Path(relative)
         return self.registry_path / "data" / relative
 
-    def get_samples(self) -> List[Dict[str, Any]]:
+    def get_samples(self) -> list[dict[str, Any]]:
         if not self.samples_jsonl:
             raise EngineError(f"eval '{self.name}' has no 'samples_jsonl' argument")
         return read_jsonl(self.data_path(self.samples_jsonl))
 
     # Scoring -----------------------------------------------------------------------------
 
-    def eval_sample(self, sample: Dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
+    def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         raise NotImplementedError
 
-    def run(self, recorder: Recorder, max_samples: Optional[int] = None) -> Dict[str, Any]:
+    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
     def sample(self, prompt: Prompt, recorder: Recorder, **kwargs: Any) -> str:
@@ -148,7 +149,7 @@ class Eval:
         return sampled
 
     def eval_all_samples(
-        self, recorder: Recorder, samples: Sequence[Any], max_samples: Optional[int] = None
+        self, recorder: Recorder, samples: Sequence[Any], max_samples: int | None = None
     ) -> None:
         """Evaluate the samples on a thread pool (EVALS_THREADS, default 10). The record is
         ordered by sample, so it is the same whatever the thread count."""
@@ -187,7 +188,7 @@ class Eval:
                         other.cancel()
                     raise error
 
-    def match_report(self, recorder: Recorder) -> Dict[str, Any]:
+    def match_report(self, recorder: Recorder) -> dict[str, Any]:
         correct = [bool(e.data["correct"]) for e in recorder.events("match")]
         return {
             "accuracy": accuracy(correct),
@@ -207,7 +208,7 @@ def _threads() -> int:
     return threads
 
 
-def read_jsonl(path: Path) -> List[Dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The samples of a JSONL file; every problem names the file (and line)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -228,7 +229,7 @@ def read_jsonl(path: Path) -> List[Dict[str, Any]]:
     return samples
 
 
-def _ideal_list(sample: Dict[str, Any], name: str) -> List[str]:
+def _ideal_list(sample: dict[str, Any], name: str) -> list[str]:
     ideal = sample["ideal"]
     answers = ideal if isinstance(ideal, list) else [ideal]
     if not all(isinstance(a, str) for a in answers):
@@ -249,19 +250,19 @@ class Match(Eval):
         *,
         max_tokens: int = 500,
         num_few_shot: int = 0,
-        few_shot_jsonl: Optional[str] = None,
+        few_shot_jsonl: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(completion_fns, samples_jsonl=samples_jsonl, **kwargs)
         self.max_tokens = max_tokens
         self.num_few_shot = num_few_shot
-        self.few_shot: List[Dict[str, Any]] = []
+        self.few_shot: list[dict[str, Any]] = []
         if num_few_shot > 0:
             if not few_shot_jsonl:
                 raise EngineError(f"eval '{self.name}': num_few_shot needs few_shot_jsonl")
             self.few_shot = read_jsonl(self.data_path(few_shot_jsonl))
 
-    def eval_sample(self, sample: Dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
+    def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         expected = _ideal_list(sample, self.name)
         prompt = sample["input"]
         if self.num_few_shot > 0:
@@ -279,7 +280,7 @@ class Match(Eval):
             options=expected,
         )
 
-    def run(self, recorder: Recorder, max_samples: Optional[int] = None) -> Dict[str, Any]:
+    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
         self.eval_all_samples(recorder, self.get_samples(), max_samples)
         return self.match_report(recorder)
 
@@ -291,7 +292,7 @@ class TestMatch(Match):
         kwargs.pop("samples_jsonl", None)
         super().__init__(completion_fns, samples_jsonl="", **kwargs)
 
-    def get_samples(self) -> List[Dict[str, Any]]:
+    def get_samples(self) -> list[dict[str, Any]]:
         system = {"role": "system", "content": "Finish the sentence in as few words as you can."}
         return [
             {"input": [system, {"role": "user", "content": starts}], "ideal": ends}
@@ -316,14 +317,14 @@ class Includes(Eval):
         super().__init__(completion_fns, samples_jsonl=samples_jsonl, **kwargs)
         self.ignore_case = ignore_case
 
-    def eval_sample(self, sample: Dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
+    def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         answers = _ideal_list(sample, self.name)
         sampled = self.sample(sample["input"], recorder)
         haystack = sampled.lower() if self.ignore_case else sampled
         found = any((a.lower() if self.ignore_case else a) in haystack for a in answers)
         recorder.record_match(found, expected=sample["ideal"], picked=sampled, sampled=sampled)
 
-    def run(self, recorder: Recorder, max_samples: Optional[int] = None) -> Dict[str, Any]:
+    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
         self.eval_all_samples(recorder, self.get_samples(), max_samples)
         return self.match_report(recorder)
 
@@ -342,16 +343,18 @@ class FuzzyMatch(Eval):
         super().__init__(completion_fns, samples_jsonl=samples_jsonl, **kwargs)
         self.max_tokens = max_tokens
 
-    def eval_sample(self, sample: Dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
+    def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         answers = _ideal_list(sample, self.name)
-        sampled = self.sample(sample["input"], recorder, temperature=0.0, max_tokens=self.max_tokens)
+        sampled = self.sample(
+            sample["input"], recorder, temperature=0.0, max_tokens=self.max_tokens
+        )
         matches = [fuzzy_match(sampled, answer) for answer in answers]
         recorder.record_match(
             any(matches), expected=answers, picked=[sampled for m in matches if m]
         )
         recorder.record_metrics(accuracy=float(any(matches)), f1_score=f1_score(sampled, answers))
 
-    def run(self, recorder: Recorder, max_samples: Optional[int] = None) -> Dict[str, Any]:
+    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
         self.eval_all_samples(recorder, self.get_samples(), max_samples)
         metrics = [e.data for e in recorder.events("metrics")]
         return {
@@ -374,9 +377,11 @@ class JsonMatch(Eval):
         super().__init__(completion_fns, samples_jsonl=samples_jsonl, **kwargs)
         self.max_tokens = max_tokens
 
-    def eval_sample(self, sample: Dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
+    def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         answers = _ideal_list(sample, self.name)
-        sampled = self.sample(sample["input"], recorder, temperature=0.0, max_tokens=self.max_tokens)
+        sampled = self.sample(
+            sample["input"], recorder, temperature=0.0, max_tokens=self.max_tokens
+        )
         try:
             sampled_json: Any = json.loads(sampled)
         except ValueError:
@@ -384,21 +389,23 @@ class JsonMatch(Eval):
         try:
             correct = [json.loads(answer) for answer in answers]
         except ValueError as exc:
-            raise SampleError(f"eval '{self.name}': an 'ideal' answer is not JSON ({exc})") from None
+            raise SampleError(
+                f"eval '{self.name}': an 'ideal' answer is not JSON ({exc})"
+            ) from None
         matches = [json_match(sampled_json, c) for c in correct]
         recorder.record_match(
             any(matches), expected=answers, picked=[sampled for m in matches if m]
         )
         recorder.record_metrics(accuracy=float(any(matches)))
 
-    def run(self, recorder: Recorder, max_samples: Optional[int] = None) -> Dict[str, Any]:
+    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
         self.eval_all_samples(recorder, self.get_samples(), max_samples)
         return {"accuracy": mean([e.data["accuracy"] for e in recorder.events("metrics")])}
 
 
 # -- class paths -------------------------------------------------------------------------
 
-CLASSES: Dict[str, Type[Eval]] = {
+CLASSES: dict[str, type[Eval]] = {
     "oaievalset.engine.evals:Match": Match,
     "oaievalset.engine.evals:Includes": Includes,
     "oaievalset.engine.evals:FuzzyMatch": FuzzyMatch,
@@ -413,7 +420,7 @@ CLASSES: Dict[str, Type[Eval]] = {
 }
 
 
-def eval_class(cls_path: str, eval_name: str) -> Type[Eval]:
+def eval_class(cls_path: str, eval_name: str) -> type[Eval]:
     """The class for a registry `class:` path: one of ours or openai/evals' basic ones, or any
     importable subclass of Eval."""
     known = CLASSES.get(cls_path)
@@ -435,7 +442,7 @@ def eval_class(cls_path: str, eval_name: str) -> Type[Eval]:
 
 
 def make_eval(
-    cls: Type[Eval], completion_fns: Sequence[CompletionFn], name: str, kwargs: Dict[str, Any]
+    cls: type[Eval], completion_fns: Sequence[CompletionFn], name: str, kwargs: dict[str, Any]
 ) -> Eval:
     """Build the eval, turning an argument it does not take into a clear error."""
     try:

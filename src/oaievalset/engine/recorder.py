@@ -7,16 +7,17 @@ import math
 import random
 import string
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 from oaievalset.progress import atomic_write
 
 
-def new_run_id(now: Optional[datetime] = None) -> str:
+def new_run_id(now: datetime | None = None) -> str:
     """A run id in the original's shape: yymmddHHMMSS plus 8 random letters and digits."""
     now = now or datetime.now(timezone.utc)
     suffix = "".join(random.choices(string.ascii_uppercase + string.digits, k=8))
@@ -46,7 +47,7 @@ class Event:
     seq: int
     sample_id: str
     type: str
-    data: Dict[str, Any]
+    data: dict[str, Any]
     created_at: str
 
 
@@ -57,7 +58,7 @@ class Recorder:
 
     run_id: str
     created_by: str = ""
-    _events: List[Event] = field(default_factory=list)
+    _events: list[Event] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _local: threading.local = field(default_factory=threading.local)
 
@@ -70,8 +71,8 @@ class Recorder:
         finally:
             self._local.current = None
 
-    def record(self, type: str, data: Dict[str, Any]) -> None:
-        current: Optional[Tuple[str, int]] = getattr(self._local, "current", None)
+    def record(self, type: str, data: dict[str, Any]) -> None:
+        current: tuple[str, int] | None = getattr(self._local, "current", None)
         if current is None:
             raise RuntimeError("an event was recorded outside of a sample")
         sample_id, index = current
@@ -86,18 +87,20 @@ class Recorder:
         # As the original: a one-element list of expected answers is written as the element.
         if isinstance(expected, list) and len(expected) == 1:
             expected = expected[0]
-        self.record("match", {"correct": bool(correct), "expected": expected, "picked": picked, **extra})
+        self.record(
+            "match", {"correct": bool(correct), "expected": expected, "picked": picked, **extra}
+        )
 
     def record_metrics(self, **metrics: Any) -> None:
         self.record("metrics", metrics)
 
-    def events(self, type: Optional[str] = None) -> List[Event]:
+    def events(self, type: str | None = None) -> list[Event]:
         """Events in sample order, then in the order each sample recorded them."""
         with self._lock:
             ordered = sorted(self._events, key=lambda e: (e.sample_index, e.seq))
         return [e for e in ordered if type is None or e.type == type]
 
-    def lines(self, spec: Dict[str, Any], final_report: Dict[str, Any]) -> List[str]:
+    def lines(self, spec: dict[str, Any], final_report: dict[str, Any]) -> list[str]:
         out = [dumps({"spec": spec})]
         for event_id, e in enumerate(self.events()):
             out.append(
@@ -116,7 +119,7 @@ class Recorder:
         out.append(dumps({"final_report": final_report, "run_id": self.run_id}))
         return out
 
-    def write(self, path: Path, spec: Dict[str, Any], final_report: Dict[str, Any]) -> None:
+    def write(self, path: Path, spec: dict[str, Any], final_report: dict[str, Any]) -> None:
         """Write the whole record at once, through a temporary file: a reader never sees
         half a record."""
         text = "".join(line + "\n" for line in self.lines(spec, final_report))
