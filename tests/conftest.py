@@ -32,6 +32,11 @@ FAKE_OAIEVAL = textwrap.dedent(
         if log:
             with open(log, "a") as f:
                 f.write(json.dumps({{"event": event, "argv": argv, "pid": os.getpid()}}) + "\\n")
+    earlier = 0
+    if log and os.path.exists(log):
+        with open(log) as f:
+            events = [json.loads(line) for line in f if line.strip()]
+        earlier = sum(1 for e in events if e["event"] == "start" and e["argv"][1:2] == [key])
     note("start")
     print("stdout of " + key, flush=True)
     print("stderr of " + key, file=sys.stderr, flush=True)
@@ -42,6 +47,8 @@ FAKE_OAIEVAL = textwrap.dedent(
     time.sleep(float(sleeps.get(key, os.environ.get("FAKE_OAIEVAL_SLEEP", "0"))))
     codes = table("FAKE_OAIEVAL_EXIT")
     code = int(codes.get(key, "0"))
+    if earlier < int(table("FAKE_OAIEVAL_FAIL_TIMES").get(key, "0")):
+        code = 1
     if code == 0:
         print("[2026-01-01 00:00:00,000] [oaieval.py:1] Final report:", file=sys.stderr)
         print("[2026-01-01 00:00:00,000] [oaieval.py:2] accuracy: 0.5", file=sys.stderr)
@@ -65,6 +72,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "FAKE_OAIEVAL_EXIT",
         "FAKE_OAIEVAL_SLEEP",
         "FAKE_OAIEVAL_SLEEP_FOR",
+        "FAKE_OAIEVAL_FAIL_TIMES",
         "FAKE_OAIEVAL_LOG",
         "OPENAI_API_KEY",
         "OPENAI_BASE_URL",

@@ -223,6 +223,7 @@ def run(
             attempts=_opt(args, "attempts", 1),
             exit_on_error=args.exit_on_error,
             color=color,
+            live=_opt(args, "jobs", 1) > 1 and sys.stdout.isatty(),
         )
         try:
             results = runner.execute(

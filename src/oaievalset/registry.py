@@ -272,9 +272,13 @@ class Registry:
         """The evals of a set, in registry order, with the entries that matched nothing."""
         eval_set = self.require_eval_set(set_name)
         matched: set[str] = set()
-        evals = tuple(self._match(eval_set.evals, matched))
+        evals: dict[str, EvalSpec] = {}
+        for spec in self._match(eval_set.evals, matched):
+            # An alias and its target both match `zz-*`: keep the first, as the original's
+            # de-duplication of identical commands does.
+            evals.setdefault(spec.key, spec)
         unmatched = tuple(p for p in eval_set.evals if p not in matched)
-        return SetResolution(eval_set=eval_set, evals=evals, unmatched=unmatched)
+        return SetResolution(eval_set=eval_set, evals=tuple(evals.values()), unmatched=unmatched)
 
 
 def _closest(name: str, candidates: Iterable[str]) -> str:

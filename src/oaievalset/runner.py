@@ -201,6 +201,7 @@ class RunOptions:
     attempts: int = 1
     exit_on_error: bool = True
     color: bool = False
+    live: bool = False  # a status line that redraws itself; only on a terminal
 
 
 class Interrupted(Exception):
@@ -270,8 +271,29 @@ def execute(
     deferred: list[_Slot] = []  # held by another oaievalset process
     stopping = False
 
+    def clear_live() -> None:
+        if options.live:
+            out.write("\r\033[K")
+
+    def draw_live() -> None:
+        if options.live:
+            ended = [s.result.status for s in slots]
+            out.write(
+                f"[{ended.count(DONE)} done, {sum(x in FAILURES for x in ended)} failed, "
+                f"{len(running)} running, {len(pending)} pending]"
+            )
+            out.flush()
+
     def say(line: str) -> None:
+        clear_live()
         print(line, file=out, flush=True)
+        draw_live()
+
+    def warn(line: str) -> None:
+        clear_live()
+        out.flush()
+        print(line, file=err, flush=True)
+        draw_live()
 
     def start(slot: _Slot) -> None:
         slot.result.attempts += 1
@@ -318,16 +340,17 @@ def execute(
             progress.update_state(
                 slot.command, status=DONE, exit_code=0, ended=result.ended, attempts=result.attempts
             )
-            say(highlight(f"Saved progress to {progress.path}", options.color))
+            saved = f"Saved progress to {progress.path}"
+            if options.jobs > 1:  # several run at once: say which one ended
+                saved += f" (done: {' '.join(slot.command)})"
+            say(highlight(saved, options.color))
             return
         why = "timed out" if slot.timed_out else f"exit code {code}"
         if result.attempts < options.attempts and not stopping:
             delay = min(BACKOFF_BASE * 2 ** (result.attempts - 1), BACKOFF_MAX)
-            print(
+            warn(
                 f"oaievalset: {' '.join(slot.command)} failed ({why}); "
-                f"retrying in {delay:g} s (attempt {result.attempts + 1}/{options.attempts})",
-                file=err,
-                flush=True,
+                f"retrying in {delay:g} s (attempt {result.attempts + 1}/{options.attempts})"
             )
             slot.not_before = time.monotonic() + delay
             pending.appendleft(slot)
@@ -342,11 +365,7 @@ def execute(
             ended=result.ended,
             attempts=result.attempts,
         )
-        print(
-            alert(f"Failed: {' '.join(slot.command)} ({why}); log: {result.log}", options.color),
-            file=err,
-            flush=True,
-        )
+        warn(alert(f"Failed: {' '.join(slot.command)} ({why}); log: {result.log}", options.color))
 
     try:
         while pending or running:
@@ -359,11 +378,9 @@ def execute(
                 pending.popleft()
                 if slot.result.attempts == 0:
                     if not progress.try_claim(slot.command):
-                        print(
+                        warn(
                             f"oaievalset: {' '.join(slot.command)} is running in another "
-                            f"oaievalset process; leaving it to that one",
-                            file=err,
-                            flush=True,
+                            f"oaievalset process; leaving it to that one"
                         )
                         deferred.append(slot)
                         continue
@@ -411,8 +428,10 @@ def execute(
                 DONE_ELSEWHERE if progress.is_recorded(slot.command) else INCOMPLETE
             )
     except KeyboardInterrupt:
+        clear_live()
         _stop_all(running, finished, progress)
         raise Interrupted([s.result for s in slots]) from None
+    clear_live()
     return [s.result for s in slots]
 
 
