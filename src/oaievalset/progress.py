@@ -85,7 +85,7 @@ class ProgressFile:
         self._fresh = fresh
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
-        self._lock = FileLock(str(self.state_dir / "lock"), timeout=LOCK_TIMEOUT)
+        self._lock = FileLock(str(self.state_dir / "lock"))
         self._claims: dict[str, FileLock] = {}
         self._cache: tuple[tuple[int, int, int], list[Entry]] | None = None
 
@@ -96,8 +96,8 @@ class ProgressFile:
         is only ever replaced whole. Parsed again only when the file has changed."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
-            return []
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # no file, or a folder on its path is a file: prepare() will say so
         except OSError as exc:
             raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -139,12 +139,16 @@ class ProgressFile:
                 f"cannot write to {self.path.parent}; make it writable "
                 f"or set OAIEVALSET_PROGRESS_DIR"
             )
+        # A lock that another process keeps holding fails the run here, before any eval
+        # runs, rather than after the first one.
+        with self.locked():
+            pass
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the progress lock (for read-modify-write of the progress and state files)."""
         try:
-            with self._lock:
+            with self._lock.acquire(timeout=LOCK_TIMEOUT):
                 yield
         except Timeout:
             raise ProgressError(
