@@ -9,9 +9,8 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oaievalset.commands import build_commands
 from oaievalset.console import highlight, use_color
 from oaievalset.errors import (
     EXIT_FAILED,
@@ -21,8 +20,13 @@ from oaievalset.errors import (
     LaunchError,
     OaiEvalSetError,
 )
-from oaievalset.progress import ProgressFile, command_id, format_entry, progress_path
-from oaievalset.registry import Registry
+
+if TYPE_CHECKING:
+    from oaievalset.progress import ProgressFile
+    from oaievalset.registry import Registry
+
+# The registry, progress and runner modules are imported where they are used, so that
+# `oaievalset --help` starts in a few tens of milliseconds.
 
 PROG = "oaievalset"
 
@@ -155,6 +159,10 @@ def run(
     Errors the user can fix raise an OaiEvalSetError before anything runs.
     """
     from oaievalset import runner
+    from oaievalset.commands import build_commands
+    from oaievalset.executor import SubprocessExecutor, check_executable
+    from oaievalset.progress import ProgressFile, format_entry, progress_path
+    from oaievalset.registry import Registry
 
     color = use_color(sys.stdout) if color is None else color
     registry = registry or Registry()
@@ -207,15 +215,14 @@ def run(
     exit_code = EXIT_OK
     interrupted = False
     if todo:
-        try:
-            runner.check_executable(todo[0]) if executor is None else None
-        except LaunchError:
-            print(
-                highlight(
-                    f"Running command: {' '.join(todo[0])} ({first + 1}/{len(commands)})", color
-                )
-            )
-            raise
+        if executor is None:
+            try:
+                check_executable(todo[0])
+            except LaunchError:
+                # As the original, which fails at the first eval: its line comes first.
+                counter = f"({first + 1}/{len(commands)})"
+                print(highlight(f"Running command: {' '.join(todo[0])} {counter}", color))
+                raise
         progress.prepare()
         options = runner.RunOptions(
             jobs=_opt(args, "jobs", 1),
@@ -225,12 +232,14 @@ def run(
             color=color,
             live=_opt(args, "jobs", 1) > 1 and sys.stdout.isatty(),
         )
+        own = executor is None
+        executor = executor or SubprocessExecutor()
         try:
             results = runner.execute(
                 todo,
                 progress,
                 options,
-                executor or runner.SubprocessExecutor(),
+                executor,
                 first_index=first,
                 total=len(commands),
                 out=sys.stdout,
@@ -239,6 +248,9 @@ def run(
         except runner.Interrupted as stop:
             results = stop.results
             interrupted = True
+        finally:
+            if own:
+                executor.close()
 
     failed = [r for r in results if r.status in runner.FAILURES]
     if interrupted:
@@ -260,6 +272,7 @@ def _earlier_results(commands: list[list[str]], progress: ProgressFile) -> list[
     from pathlib import Path
 
     from oaievalset import runner
+    from oaievalset.progress import command_id
     from oaievalset.report import read_final_report
 
     states = progress.read_state() if commands else {}
@@ -327,6 +340,7 @@ def _summarize(
 def _list_main(argv: Sequence[str]) -> int:
     """`oaievalset --list [SET] [--registry_path P]... [--json]`."""
     from oaievalset import plan
+    from oaievalset.registry import Registry
 
     parser = argparse.ArgumentParser(prog=f"{PROG} --list", allow_abbrev=False)
     parser.add_argument("--list", nargs="?", const="", default="")

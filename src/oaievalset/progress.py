@@ -7,10 +7,12 @@ state of each command, logs, the report) lives in a folder beside it, never insi
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import json
 import os
-import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -48,9 +50,14 @@ def progress_path(model: str, eval_set: str, base: str | None = None) -> Path:
     return Path(f"{base}/{relative}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _command_id(frozen: tuple[str, ...]) -> str:
+    return hashlib.sha1(json.dumps(list(frozen)).encode("utf-8")).hexdigest()[:16]
+
+
 def command_id(command: Sequence[str]) -> str:
     """A short stable name for a command, for its claim and state entry."""
-    return hashlib.sha1(json.dumps(list(command)).encode("utf-8")).hexdigest()[:16]
+    return _command_id(tuple(command))
 
 
 def parse_progress(text: str, path: Path) -> list[Entry]:
@@ -85,9 +92,11 @@ class ProgressFile:
         self._fresh = fresh
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
-        self._lock = FileLock(str(self.state_dir / "lock"))
-        self._claims: dict[str, FileLock] = {}
-        self._cache: tuple[tuple[int, int, int], list[Entry]] | None = None
+        # Only the main thread takes it, so filelock's per-thread bookkeeping is not needed.
+        self._lock = FileLock(str(self.state_dir / "lock"), thread_local=False)
+        self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
+        # The file as last read or written: its stat key, entries, and text as we write it.
+        self._cache: tuple[tuple[int, int, int], list[Entry], str | None] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -97,6 +106,7 @@ class ProgressFile:
         try:
             st = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
+            self._cache = None
             return []  # no file, or a folder on its path is a file: prepare() will say so
         except OSError as exc:
             raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
@@ -108,6 +118,7 @@ class ProgressFile:
         except IsADirectoryError:
             raise ProgressError(f"{self.path}: is a folder, not a progress file") from None
         except FileNotFoundError:
+            self._cache = None
             return []
         except OSError as exc:
             raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
@@ -118,7 +129,7 @@ class ProgressFile:
                 f"{self.path}: not UTF-8 text; delete it or run with --no-resume"
             ) from None
         entries = parse_progress(text, self.path)
-        self._cache = (key, entries)
+        self._cache = (key, entries, None)
         return list(entries)
 
     # -- writing -------------------------------------------------------------------------
@@ -160,12 +171,21 @@ class ProgressFile:
         """Add a completed command to the file, under the lock, with an atomic replace."""
         with self.locked():
             entries: list[Entry] = [] if self._fresh else self.read()
+            # The whole file is rewritten, each entry as json.dumps writes it, as the
+            # original does; the text of what we wrote last is reused while the file is
+            # unchanged, so a long run does not serialize every entry again each time.
+            # read() has just checked the cache against the file on disk.
+            known = None if self._cache is None else self._cache[2]
+            if self._fresh:
+                known = ""
+            elif known is None:
+                known = "".join(json.dumps(entry) + "\n" for entry in entries)
             self._fresh = False
             entries.append(list(command))
-            text = "".join(json.dumps(entry) + "\n" for entry in entries)
+            text = known + json.dumps(list(command)) + "\n"
             atomic_write(self.path, text)
             st = os.stat(self.path)
-            self._cache = ((st.st_ino, st.st_size, st.st_mtime_ns), entries)
+            self._cache = ((st.st_ino, st.st_size, st.st_mtime_ns), entries, text)
 
     def is_recorded(self, command: Sequence[str]) -> bool:
         """Whether the file (as it is now) holds this command; after --no-resume, before the
@@ -173,29 +193,40 @@ class ProgressFile:
         return not self._fresh and list(command) in self.read()
 
     # -- claims: which process is running which command ---------------------------------
+    # A claim is an OS lock (flock) on a small file per command: it vanishes with its
+    # process, even on kill -9. These are plain non-blocking flock calls rather than
+    # filelock objects: they are taken once per eval, and filelock's bookkeeping costs
+    # about a hundred times more than the system call.
+
+    def _claim_path(self, command: Sequence[str]) -> Path:
+        return self.state_dir / "claims" / f"{command_id(command)}.lock"
 
     def try_claim(self, command: Sequence[str]) -> bool:
-        """Claim a command for this process; False if another process holds it.
-
-        A claim is an OS lock on a file, so it vanishes with its process, even on kill -9.
-        """
-        lock = FileLock(str(self.state_dir / "claims" / f"{command_id(command)}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return False
-        self._claims[command_id(command)] = lock
-        return True
+        """Claim a command for this process; False if another process holds it."""
+        return self._claim(command, blocking=False)
 
     def wait_claim(self, command: Sequence[str]) -> None:
         """Wait until no other process holds the command, then hold it."""
-        lock = FileLock(str(self.state_dir / "claims" / f"{command_id(command)}.lock"))
-        lock.acquire()
-        self._claims[command_id(command)] = lock
+        self._claim(command, blocking=True)
+
+    def _claim(self, command: Sequence[str], blocking: bool) -> bool:
+        key = command_id(command)
+        if key in self._claims:
+            return True
+        fd = os.open(self._claim_path(command), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._claims[key] = fd
+        return True
 
     def is_claimed_elsewhere(self, command: Sequence[str]) -> bool:
-        path = self.state_dir / "claims" / f"{command_id(command)}.lock"
-        if not path.exists():
+        if not self._claim_path(command).exists():
             return False
         if self.try_claim(command):
             self.release(command)
@@ -203,9 +234,9 @@ class ProgressFile:
         return True
 
     def release(self, command: Sequence[str]) -> None:
-        lock = self._claims.pop(command_id(command), None)
-        if lock is not None:
-            lock.release()
+        fd = self._claims.pop(command_id(command), None)
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
 
     # -- state beside the progress file --------------------------------------------------
 
@@ -257,13 +288,17 @@ class ProgressFile:
 def atomic_write(path: Path, text: str) -> None:
     """Write a file whole or not at all: a temporary sibling, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # One temporary name per process and thread: callers hold the lock of the file, and a
+    # name left behind by a killed process is simply overwritten next time.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
             # No fsync: os.replace already makes the file whole-or-nothing whatever happens
             # to the process, and an fsync per completed eval would dominate small runs.
-            f.write(text)
-        os.chmod(tmp, 0o644)
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):

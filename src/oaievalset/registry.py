@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from oaievalset.errors import RegistryError, UnknownEvalError, UnknownEvalSetError
-from oaievalset.yamlio import load_yaml
+from oaievalset.yamlio import FolderCache, load_yaml
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -289,26 +289,34 @@ def _closest(name: str, candidates: Iterable[str]) -> str:
 def _read_root(root: Path, kind: str) -> Iterator[Entry]:
     """Every entry of one kind in one root, files sorted by name for a stable order."""
     where = root / kind
+    cache: FolderCache | None = None
     if where.is_dir():
         files = sorted(p for p in where.iterdir() if p.suffix == ".yaml" and p.is_file())
+        cache = FolderCache(where)
     elif where.is_file():
         files = [where]
     else:
         return
-    for file in files:
-        data = load_yaml(file)
-        if data is None:
-            continue
-        if not isinstance(data, dict):
+    try:
+        for file in files:
+            yield from _entries_of(file, root, cache.load(file) if cache else load_yaml(file))
+    finally:
+        if cache is not None:
+            cache.save()
+
+
+def _entries_of(file: Path, root: Path, data: Any) -> Iterator[Entry]:
+    """The entries of one parsed file; an empty file has none."""
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise RegistryError(
+            f"{file}: expected a mapping of names to specs, found {type(data).__name__}"
+        )
+    for name, spec in data.items():
+        if not isinstance(spec, dict):
+            hint = f"; write an alias as '{name}: {{id: {spec}}}'" if isinstance(spec, str) else ""
             raise RegistryError(
-                f"{file}: expected a mapping of names to specs, found {type(data).__name__}"
+                f"{file}: entry '{name}' must be a mapping, found {type(spec).__name__}{hint}"
             )
-        for name, spec in data.items():
-            if not isinstance(spec, dict):
-                hint = (
-                    f"; write an alias as '{name}: {{id: {spec}}}'" if isinstance(spec, str) else ""
-                )
-                raise RegistryError(
-                    f"{file}: entry '{name}' must be a mapping, found {type(spec).__name__}{hint}"
-                )
-            yield Entry(name=str(name), spec=spec, file=file, root=root)
+        yield Entry(name=str(name), spec=spec, file=file, root=root)

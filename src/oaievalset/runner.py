@@ -1,163 +1,27 @@
-"""Execute commands: start them through one small executor interface, skip what is done,
-record what completes, and collect one result per command.
-
-Children are started from the main thread only (the parent-death signal a child gets on
-Linux is tied to the thread that started it); helper threads only wait and copy output.
-"""
+"""Run the commands of a set through an executor: up to N at once, skipping what is done,
+recording what completes as soon as it does, and collecting one result per command."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Protocol
+from typing import IO, Any
 
 from oaievalset.console import alert, highlight
-from oaievalset.errors import LaunchError
+from oaievalset.executor import STOP_GRACE, Executor, Job
 from oaievalset.progress import ProgressFile
 from oaievalset.report import read_final_report
 
 Command = list[str]
 
-STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a child must stop
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
 BACKOFF_MAX = 10.0
-
-
-class Job(Protocol):
-    """A started command."""
-
-    def terminate(self) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-class Executor(Protocol):
-    """Starts one command; calls `on_exit(returncode)` from any thread when it has ended."""
-
-    def start(
-        self,
-        command: Sequence[str],
-        log_path: Path,
-        echo_stderr: bool,
-        on_exit: Callable[[int], None],
-    ) -> Job: ...
-
-
-# -- the real executor ------------------------------------------------------------------
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function that makes the child get SIGTERM when oaievalset dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def setup() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return setup
-
-
-class _Process:
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.terminate()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-
-
-def _tee(source: IO[bytes], sinks: Sequence[IO[bytes]]) -> None:
-    """Copy a child's stream to several places as it arrives."""
-    read = source.read1 if hasattr(source, "read1") else source.read
-    while True:
-        chunk = read(65536)
-        if not chunk:
-            break
-        for sink in sinks:
-            try:
-                sink.write(chunk)
-                sink.flush()
-            except (OSError, ValueError):
-                pass
-    source.close()
-
-
-class SubprocessExecutor:
-    """Runs a command as a real child process.
-
-    Its stdout goes to the eval's log file; its stderr goes to the log and, when
-    `echo_stderr`, live to our stderr (the original shows stderr and throws stdout away).
-    """
-
-    def __init__(self) -> None:
-        self._preexec = _die_with_parent()
-
-    def start(
-        self,
-        command: Sequence[str],
-        log_path: Path,
-        echo_stderr: bool,
-        on_exit: Callable[[int], None],
-    ) -> Job:
-        log = open(log_path, "ab")  # noqa: SIM115 - the waiter thread closes it
-        try:
-            proc = subprocess.Popen(
-                list(command),
-                executable=find_executable(command[0]) or command[0],
-                stdout=log,
-                stderr=subprocess.PIPE if echo_stderr else log,
-                stdin=None if echo_stderr else subprocess.DEVNULL,
-                preexec_fn=self._preexec,
-            )
-        except FileNotFoundError:
-            log.close()
-            raise LaunchError(
-                f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
-                f"or put an oaieval on PATH"
-            ) from None
-        except PermissionError:
-            log.close()
-            raise LaunchError(f"'{command[0]}' is not executable; check its permissions") from None
-        tee: threading.Thread | None = None
-        if proc.stderr is not None:
-            err_sink = getattr(sys.stderr, "buffer", None)
-            sinks: list[IO[bytes]] = [log] if err_sink is None else [err_sink, log]
-            tee = threading.Thread(target=_tee, args=(proc.stderr, sinks), daemon=True)
-            tee.start()
-
-        def wait() -> None:
-            code = proc.wait()
-            if tee is not None:
-                tee.join()
-            log.close()
-            on_exit(code)
-
-        threading.Thread(target=wait, daemon=True).start()
-        return _Process(proc)
 
 
 # -- results ----------------------------------------------------------------------------
@@ -224,28 +88,6 @@ class _Slot:
     not_before: float = 0.0  # retry backoff
 
 
-def find_executable(name: str) -> str | None:
-    """The program to start for `name`: on PATH, or else beside the Python running us (so
-    that a virtual environment works without being activated)."""
-    if os.sep in name:
-        return name if os.path.exists(name) else None
-    found = shutil.which(name)
-    if found is None:
-        sibling = Path(sys.executable).parent / name
-        if sibling.is_file() and os.access(sibling, os.X_OK):
-            found = str(sibling)
-    return found
-
-
-def check_executable(command: Sequence[str]) -> None:
-    """Fail before anything is written when the eval command cannot be found."""
-    if find_executable(command[0]) is None:
-        raise LaunchError(
-            f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
-            f"or put an oaieval on PATH"
-        )
-
-
 def execute(
     commands: Sequence[Command],
     progress: ProgressFile,
@@ -261,7 +103,6 @@ def execute(
     `first_index` is how many of `total` were already done, for the `(i/N)` counter.
     Raises Interrupted on Ctrl-C or SIGTERM, after stopping every running child.
     """
-    finished: queue.Queue[tuple[int, int]] = queue.Queue()
     slots = [
         _Slot(command=list(c), index=first_index + i + 1, result=Result(list(c), NOT_RUN))
         for i, c in enumerate(commands)
@@ -308,17 +149,11 @@ def execute(
                 f"Running command: {' '.join(slot.command)} ({slot.index}/{total})", options.color
             )
         )
-        ident = id(slot)
-        slot.job = executor.start(
-            slot.command,
-            log,
-            echo_stderr=options.jobs == 1,
-            on_exit=lambda code: finished.put((ident, code)),
-        )
+        slot.job = executor.start(slot.command, log, echo_stderr=options.jobs == 1)
         now = time.monotonic()
         slot.deadline = now + options.timeout if options.timeout else None
         slot.kill_at = None
-        running[ident] = slot
+        running[id(slot.job)] = slot
         progress.update_state(
             slot.command,
             status="running",
@@ -402,24 +237,22 @@ def execute(
             if pending and not stopping and len(running) < options.jobs:
                 wake.append(min(s.not_before for s in pending))
             wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-            try:
-                ident, code = finished.get(timeout=wait)
-            except queue.Empty:
-                now = time.monotonic()
-                for slot in running.values():
-                    assert slot.job is not None
-                    if slot.deadline and not slot.timed_out and now >= slot.deadline:
-                        slot.timed_out = True
-                        slot.kill_at = now + STOP_GRACE
-                        slot.job.terminate()
-                    elif slot.kill_at and now >= slot.kill_at:
-                        slot.kill_at = None
-                        slot.job.kill()
-                continue
-            slot = running.pop(ident)
-            end(slot, code)
-            if slot.result.status in FAILURES and options.exit_on_error:
-                stopping = True
+            ended = executor.wait(wait)
+            now = time.monotonic()
+            for slot in running.values():
+                assert slot.job is not None
+                if slot.deadline and not slot.timed_out and now >= slot.deadline:
+                    slot.timed_out = True
+                    slot.kill_at = now + STOP_GRACE
+                    slot.job.terminate()
+                elif slot.kill_at and now >= slot.kill_at:
+                    slot.kill_at = None
+                    slot.job.kill()
+            for job, code in ended:
+                slot = running.pop(id(job))
+                end(slot, code)
+                if slot.result.status in FAILURES and options.exit_on_error:
+                    stopping = True
         # Evals another process held: wait for it to let go, then see if it completed them.
         for slot in deferred:
             progress.wait_claim(slot.command)
@@ -429,15 +262,13 @@ def execute(
             )
     except KeyboardInterrupt:
         clear_live()
-        _stop_all(running, finished, progress)
+        _stop_all(running, executor, progress)
         raise Interrupted([s.result for s in slots]) from None
     clear_live()
     return [s.result for s in slots]
 
 
-def _stop_all(
-    running: dict[int, _Slot], finished: queue.Queue[tuple[int, int]], progress: ProgressFile
-) -> None:
+def _stop_all(running: dict[int, _Slot], executor: Executor, progress: ProgressFile) -> None:
     """Stop every running child: SIGTERM, then SIGKILL after a grace period. Nothing is
     recorded as completed; the state says interrupted."""
     # A second Ctrl-C while we stop the children must not leave them running.
@@ -446,18 +277,17 @@ def _stop_all(
         for slot in running.values():
             if slot.job is not None:
                 slot.job.terminate()
-        deadline = time.monotonic() + STOP_GRACE
         left = dict(running)
-        while left and time.monotonic() < deadline:
-            try:
-                ident, code = finished.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if ident in left:
-                left.pop(ident).result.exit_code = code
-        for slot in left.values():
-            if slot.job is not None:
-                slot.job.kill()
+        for grace, stop in ((STOP_GRACE, "kill"), (STOP_GRACE, None)):
+            deadline = time.monotonic() + grace
+            while left and time.monotonic() < deadline:
+                for job, code in executor.wait(max(0.0, deadline - time.monotonic())):
+                    if id(job) in left:
+                        left.pop(id(job)).result.exit_code = code
+            if stop == "kill":
+                for slot in left.values():
+                    if slot.job is not None:
+                        slot.job.kill()
         for slot in running.values():
             slot.result.status = INTERRUPTED
             slot.result.ended = time.time()

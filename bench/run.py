@@ -1,0 +1,350 @@
+"""Benchmarks: oaievalset and its oaieval against the original (openai/evals 3.0.1.post1) or a
+bare shell loop, measured side by side in one run, printed as ratios.
+
+    python bench/run.py                 # everything
+    python bench/run.py startup engine  # some sections
+
+The original is installed once into bench/.work/original (its own virtual environment, as
+SPEC.md says: `pip install --no-deps evals==3.0.1.post1` plus what its import needs), or taken
+from ORIGINAL_VENV. Run it from an environment where oaievalset is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / ".work"
+sys.path.insert(0, str(ROOT / "tests"))
+
+ORIGINAL_DEPS = [
+    "pyyaml", "blobfile", "requests", "pydantic", "lz4", "zstandard", "openai", "backoff",
+    "tqdm", "tiktoken", "numpy",
+]  # fmt: skip
+OURS_BIN = Path(sys.executable).parent
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def timed(cmd: Sequence[str], env: dict[str, str] | None = None, ok: Sequence[int] = (0,)) -> float:
+    began = time.perf_counter()
+    done = subprocess.run(
+        list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    elapsed = time.perf_counter() - began
+    if done.returncode not in ok:
+        raise SystemExit(f"benchmark command failed ({done.returncode}): {cmd}\n{done.stderr}")
+    return elapsed
+
+
+def side_by_side(
+    a: Callable[[], float], b: Callable[[], float], rounds: int
+) -> tuple[float, float]:
+    """Median times of a and b, run alternately so that both see the same machine load."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(a())
+        tb.append(b())
+    return statistics.median(ta), statistics.median(tb)
+
+
+def original_venv() -> Path:
+    given = os.environ.get("ORIGINAL_VENV")
+    if given:
+        return Path(given)
+    venv = WORK / "original"
+    if (venv / "bin" / "oaievalset").exists():
+        return venv
+    say("(installing the original into bench/.work/original, once)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--no-deps", "evals==3.0.1.post1"], check=True)
+    subprocess.run([*pip, *ORIGINAL_DEPS], check=True)
+    return venv
+
+
+def original_env(venv: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    # The original needs a key set even for `dummy`; nothing here reaches OpenAI.
+    return {**os.environ, "OPENAI_API_KEY": "sk-benchmark", **(extra or {})}
+
+
+def fake_bin(script: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="oaieval-bin-", dir=WORK))
+    exe = folder / "oaieval"
+    exe.write_text(script)
+    exe.chmod(0o755)
+    return folder
+
+
+def with_path(folder: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", **(extra or {})}
+    env["OAIEVALSET_PROGRESS_DIR"] = str(WORK / "progress")
+    return env
+
+
+def generated_registry(evals: int, files: int) -> Path:
+    root = WORK / f"registry-{evals}"
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "evals").mkdir(parents=True)
+    (root / "eval_sets").mkdir()
+    per_file = evals // files
+    for f in range(files):
+        lines = []
+        for e in range(per_file):
+            name = f"gen{f:05d}-{e:03d}"
+            lines.append(f"{name}:\n  id: {name}.dev.v0\n  description: generated eval {name}\n")
+            lines.append(
+                f"{name}.dev.v0:\n  class: oaievalset.engine.evals:Match\n"
+                f"  args:\n    samples_jsonl: gen/{name}.jsonl\n"
+            )
+        (root / "evals" / f"gen{f:05d}.yaml").write_text("".join(lines))
+    (root / "eval_sets" / "gen.yaml").write_text(
+        'gen-all:\n  evals: ["gen*"]\n'
+        f"gen-some:\n  evals: [{', '.join(f'gen{f:05d}-000' for f in range(0, files, 10))}]\n"
+    )
+    (root / ".complete").write_text("")
+    return root
+
+
+def peak_rss_mb(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and peak resident memory (MB) of one run of cmd."""
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+        "t = time.perf_counter() - t; "
+        "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if out[2] != "0":
+        raise SystemExit(f"benchmark command failed: {cmd}")
+    return float(out[0]), float(out[1])
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def bench_startup(rounds: int) -> None:
+    venv = original_venv()
+    env = original_env(venv)
+    ours, theirs = side_by_side(
+        lambda: timed([str(OURS_BIN / "oaievalset"), "--help"]),
+        lambda: timed([str(venv / "bin" / "oaievalset"), "--help"], env),
+        rounds,
+    )
+    say(f"start-up, oaievalset --help:   ours {ours * 1000:7.0f} ms   original "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} (target <= 0.1)")  # fmt: skip
+    ours, theirs = side_by_side(
+        lambda: timed([str(OURS_BIN / "oaieval"), "--help"]),
+        lambda: timed([str(venv / "bin" / "oaieval"), "--help"], env),
+        rounds,
+    )
+    say(f"start-up, oaieval --help:      ours {ours * 1000:7.0f} ms   original "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f}")  # fmt: skip
+
+
+def bench_plan(rounds: int) -> None:
+    from openai_registry import openai_evals_registry
+
+    venv = original_venv()
+    upstream = openai_evals_registry()
+    true_bin = fake_bin("#!/bin/sh\nexit 0\n")
+    ours_env = with_path(true_bin)
+    theirs_env = original_env(venv, {"PATH": f"{true_bin}{os.pathsep}{os.environ['PATH']}"})
+    ours, theirs = side_by_side(
+        lambda: timed(
+            [
+                str(OURS_BIN / "oaievalset"),
+                "dummy",
+                "test",
+                "--registry_path",
+                str(upstream),
+                "--no-resume",
+            ],
+            ours_env,
+        ),  # fmt: skip
+        # The original's own registry is this same folder: it needs no --registry_path.
+        lambda: timed(
+            [str(venv / "bin" / "oaievalset"), "dummy", "test", "--no-resume"], theirs_env
+        ),  # fmt: skip
+        rounds,
+    )
+    say(f"openai/evals registry, set 'test' (19 evals, /bin/true children):\n"
+        f"                               ours {ours * 1000:7.0f} ms   original "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} (target <= 0.1)")  # fmt: skip
+
+
+def bench_scale() -> None:
+    say("generated registries, `oaievalset dummy gen-all --plan` (resolve every eval):")
+    env = with_path(WORK)
+    base = None
+    for evals, files in ((500, 50), (5_000, 500), (50_000, 5_000)):
+        root = generated_registry(evals, files)
+        cmd = [str(OURS_BIN / "oaievalset"), "dummy", "gen-all", "--registry_path", str(root),
+               "--plan", "--json"]  # fmt: skip
+        runs = [peak_rss_mb(cmd, env) for _ in range(3)]
+        wall = statistics.median(r[0] for r in runs)
+        rss = max(r[1] for r in runs)
+        base = base or (evals, wall)
+        growth = (wall / base[1]) / (evals / base[0])
+        say(f"  {evals:6d} evals in {files:5d} files: {wall * 1000:7.0f} ms, peak {rss:6.1f} MB,"
+            f" time per eval relative to 500 evals: {growth:.2f}")  # fmt: skip
+
+
+def bench_overhead(rounds: int = 3) -> None:
+    """Per-eval cost beyond spawning the child, against a shell loop running the same
+    commands: in total (start-up included) and at the margin (the slope from 100 to 500
+    evals, which leaves start-up and registry loading out)."""
+    root = generated_registry(500, 50)
+    (root / "eval_sets" / "first100.yaml").write_text('gen-first100:\n  evals: ["gen0000*"]\n')
+    true_bin = fake_bin("#!/bin/sh\nexit 0\n")
+    env = with_path(true_bin)
+    keys = [f"gen{f:05d}-{e:03d}.dev.v0" for f in range(50) for e in range(10)]
+    times: dict[int, tuple[float, float]] = {}
+    for n, eval_set in ((100, "gen-first100"), (500, "gen-all")):
+        loop = f'for k in {" ".join(keys[:n])}; do oaieval dummy "$k" || exit 1; done'
+        times[n] = side_by_side(
+            lambda s=eval_set: timed(  # type: ignore[misc]
+                [
+                    str(OURS_BIN / "oaievalset"),
+                    "dummy",
+                    s,
+                    "--registry_path",
+                    str(root),
+                    "--no-resume",
+                ],
+                env,
+            ),  # fmt: skip
+            lambda loop=loop: timed(["sh", "-c", loop], env),  # type: ignore[misc]
+            rounds,
+        )
+    ours, shell = times[500]
+    total = (ours - shell) / 500 * 1000
+    margin = ((ours - times[100][0]) - (shell - times[100][1])) / 400 * 1000
+    say(f"overhead per eval, /bin/true children: 500 evals ours {ours:5.2f} s, shell loop "
+        f"{shell:5.2f} s;\n"
+        f"                               {total:.2f} ms per eval in total (start-up and registry "
+        f"included), {margin:.2f} ms at the margin (target < 2 ms)")  # fmt: skip
+
+
+def bench_parallel(sleep: float = 1.0, count: int = 8) -> None:
+    root = generated_registry(500, 50)
+    sleeper = fake_bin(f"#!/bin/sh\nsleep {sleep}\n")
+    env = with_path(sleeper)
+    say(f"parallel efficiency, {count} evals that each sleep {sleep:g} s:")
+    patterns = ", ".join(f"gen{f:05d}-000" for f in range(count))
+    (root / "eval_sets" / "par.yaml").write_text(f"par-{count}:\n  evals: [{patterns}]\n")
+    for jobs in (1, 2, 4, 8):
+        wall = timed(
+            [str(OURS_BIN / "oaievalset"), "dummy", f"par-{count}", "--registry_path", str(root),
+             "--no-resume", "-j", str(jobs)], env,
+        )  # fmt: skip
+        ideal = -(-count // jobs) * sleep
+        say(f"  -j {jobs}: {wall:5.2f} s, ideal {ideal:4.1f} s, efficiency {ideal / wall:.2f}"
+            f"{'  (target >= 0.85)' if jobs == 8 else ''}")  # fmt: skip
+
+
+def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
+    from chat_server import ChatServer
+
+    venv = original_venv()
+    root = WORK / "engine-registry"
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "qa").mkdir(parents=True, exist_ok=True)
+    answers = {f"Question {i}?": f"Answer {i}" for i in range(samples)}
+    (root / "data" / "qa" / "samples.jsonl").write_text(
+        "".join(
+            json.dumps({"input": [{"role": "user", "content": q}], "ideal": a}) + "\n"
+            for q, a in answers.items()
+        )
+    )
+    (root / "evals" / "qa.yaml").write_text(
+        "bench-qa.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
+        "  args:\n    samples_jsonl: qa/samples.jsonl\n"
+    )
+    server = ChatServer(answers=answers, latency=latency, models=("gpt-4",)).start()
+    try:
+        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-bench",
+               "EVALS_THREADS": "10"}  # fmt: skip
+        args = ["gpt-4", "bench-qa.dev.v0", "--registry_path", str(root),
+                "--record_path", str(WORK / "engine-record.jsonl")]  # fmt: skip
+        ours, theirs = side_by_side(
+            lambda: timed([str(OURS_BIN / "oaieval"), *args], env),
+            lambda: timed([str(venv / "bin" / "oaieval"), *args], env),
+            rounds,
+        )
+    finally:
+        server.stop()
+    say(f"engine, {samples} samples, {latency * 1000:.0f} ms per request, 10 threads:\n"
+        f"                               ours {ours:7.2f} s    original {theirs:7.2f} s    "
+        f"ratio {ours / theirs:.3f} (target <= 1)")  # fmt: skip
+
+
+def bench_install() -> None:
+    venv = WORK / "install-ours"
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    before = _size(venv)
+    began = time.perf_counter()
+    subprocess.run([*pip, "install", "--quiet", str(ROOT)], check=True)
+    took = time.perf_counter() - began
+    added = (_size(venv) - before) / 1e6
+    listed = subprocess.run([*pip, "list", "--format", "json"], capture_output=True, text=True)
+    count = len(json.loads(listed.stdout)) - 1  # minus pip itself
+    report = WORK / "original-install-report.json"
+    subprocess.run(
+        [*pip, "install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report),
+         "evals==3.0.1.post1"], check=True, capture_output=True,
+    )  # fmt: skip
+    theirs = len(json.loads(report.read_text())["install"])
+    say(f"install: ours {count} packages, {added:.0f} MB, {took:.1f} s (pip, from the package "
+        f"index);\n         original {theirs} packages by a dry-run resolution")  # fmt: skip
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+SECTIONS: dict[str, Callable[[], None]] = {
+    "startup": lambda: bench_startup(rounds=7),
+    "plan": lambda: bench_plan(rounds=5),
+    "scale": bench_scale,
+    "overhead": bench_overhead,
+    "parallel": bench_parallel,
+    "engine": bench_engine,
+    "install": bench_install,
+}
+
+
+def main(argv: Sequence[str]) -> int:
+    chosen = list(argv) or list(SECTIONS)
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        say(f"unknown section(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+        return 2
+    WORK.mkdir(exist_ok=True)
+    say(f"# oaievalset benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    for name in chosen:
+        SECTIONS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

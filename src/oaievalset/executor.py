@@ -1,0 +1,263 @@
+"""The one small interface through which commands run, and its real implementation:
+child processes, watched from the main thread with a selector (no thread per child)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+from oaievalset.errors import LaunchError
+
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a child must stop
+
+
+class Job(Protocol):
+    """A started command."""
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Starts commands and reports those that have ended.
+
+    This is the seam where another engine (a cluster, a queue) can take over: the runner
+    only starts commands, waits for endings and asks for a stop.
+    """
+
+    def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> Job:
+        """Start a command: its output goes to log_path (stderr also to ours if asked)."""
+        ...
+
+    def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
+        """The jobs that ended, with their exit codes; [] if none did within timeout."""
+        ...
+
+
+def find_executable(name: str) -> str | None:
+    """The program to start for `name`: on PATH, or else beside the Python running us (so
+    that a virtual environment works without being activated)."""
+    if os.sep in name:
+        return name if os.path.exists(name) else None
+    found = shutil.which(name)
+    if found is None:
+        sibling = Path(sys.executable).parent / name
+        if sibling.is_file() and os.access(sibling, os.X_OK):
+            found = str(sibling)
+    return found
+
+
+def check_executable(command: Sequence[str]) -> None:
+    """Fail before anything is written when the eval command cannot be found."""
+    if find_executable(command[0]) is None:
+        raise LaunchError(
+            f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
+            f"or put an oaieval on PATH"
+        )
+
+
+# The guardian: a small process that outlives oaievalset only to stop its children.
+# oaievalset tells it each child's pid when it starts and when it has been reaped; if
+# oaievalset dies (even by kill -9) the guardian reads end-of-file and stops the children
+# still listed, so that no eval keeps running as an orphan. (A parent-death signal set in
+# the child would need preexec_fn, which makes every spawn several times slower.)
+_GUARDIAN = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pids = set()
+for line in sys.stdin:
+    pid = int(line)
+    if pid > 0:
+        pids.add(pid)
+    else:
+        pids.discard(-pid)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    if not pids or sig == signal.SIGKILL:
+        break
+    time.sleep(%s)
+"""
+
+
+class _Guardian:
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def tell(self, pid: int) -> None:
+        if self._proc is None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARDIAN % STOP_GRACE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        assert self._proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self._proc.stdin.write(b"%d\n" % pid)
+            self._proc.stdin.flush()
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=1)
+
+
+class _Child:
+    """A running child: its process, log, and the pipe its stderr comes through."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], log: IO[bytes], sinks: list[IO[bytes]]
+    ) -> None:
+        self.proc = proc
+        self.log = log
+        self.sinks = sinks
+        self.exited = False
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    def copy_stderr(self) -> bool:
+        """Copy what the stderr pipe holds to the sinks; False at end of file."""
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            for sink in self.sinks:
+                with contextlib.suppress(OSError, ValueError):
+                    sink.write(chunk)
+                    sink.flush()
+
+
+class SubprocessExecutor:
+    """Runs commands as real child processes.
+
+    A child's stdout goes to its log; its stderr goes to the log and, when `echo_stderr`,
+    live to our stderr (the original shows stderr and throws stdout away). Endings are
+    seen through a pidfd per child where Linux has them, else through a waiting thread.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._guardian = _Guardian()
+        self._found: dict[str, str | None] = {}  # PATH is searched once per name
+        self._pidfds = hasattr(os, "pidfd_open")
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._children: set[_Child] = set()
+
+    def _executable(self, name: str) -> str:
+        if name not in self._found:
+            self._found[name] = find_executable(name)
+        return self._found[name] or name
+
+    def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> Job:
+        log = open(log_path, "ab")  # noqa: SIM115 - closed when the child is reaped
+        try:
+            proc = subprocess.Popen(
+                list(command),
+                executable=self._executable(command[0]),
+                stdout=log,
+                stderr=subprocess.PIPE if echo_stderr else log,
+                stdin=None if echo_stderr else subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            log.close()
+            raise LaunchError(
+                f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
+                f"or put an oaieval on PATH"
+            ) from None
+        except PermissionError:
+            log.close()
+            raise LaunchError(f"'{command[0]}' is not executable; check its permissions") from None
+        self._guardian.tell(proc.pid)
+        err_sink = getattr(sys.stderr, "buffer", None)
+        sinks = [log] if err_sink is None else [err_sink, log]
+        child = _Child(proc, log, sinks)
+        self._children.add(child)
+        if proc.stderr is not None:
+            os.set_blocking(proc.stderr.fileno(), False)
+            self._selector.register(proc.stderr, selectors.EVENT_READ, (child, "stderr"))
+        if self._pidfds:
+            try:
+                pidfd = os.pidfd_open(proc.pid)
+            except OSError:  # an old kernel: wait in a thread instead
+                self._pidfds = False
+            else:
+                self._selector.register(pidfd, selectors.EVENT_READ, (child, "exit"))
+                return child
+        threading.Thread(target=self._wait_in_thread, args=(child,), daemon=True).start()
+        return child
+
+    def _wait_in_thread(self, child: _Child) -> None:
+        child.proc.wait()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
+        ended: list[tuple[Job, int]] = []
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:  # a waiting thread saw a child end
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                for child in list(self._children):
+                    if child.proc.poll() is not None:
+                        ended.append((child, self._reap(child)))
+                continue
+            child, what = key.data
+            if child not in self._children:  # reaped earlier in this same batch
+                continue
+            if what == "stderr":
+                if not child.copy_stderr():
+                    self._selector.unregister(key.fileobj)
+            else:
+                self._selector.unregister(key.fd)
+                os.close(key.fd)
+                ended.append((child, self._reap(child)))
+        return ended
+
+    def _reap(self, child: _Child) -> int:
+        """The exit code of an ended child, after copying the rest of its stderr."""
+        code = child.proc.wait()
+        self._children.discard(child)
+        if child.proc.stderr is not None:
+            # What the child wrote before it ended; a grandchild that keeps the pipe open
+            # does not hold up the eval.
+            child.copy_stderr()
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(child.proc.stderr)
+            child.proc.stderr.close()
+        child.log.close()
+        self._guardian.tell(-child.proc.pid)
+        return code
+
+    def close(self) -> None:
+        """Let the guardian go; call when no child runs any more."""
+        self._guardian.close()
