@@ -28,9 +28,18 @@ WORK = HERE / ".work"
 sys.path.insert(0, str(ROOT / "tests"))
 
 ORIGINAL_DEPS = [
-    "pyyaml", "blobfile", "requests", "pydantic", "lz4", "zstandard", "openai", "backoff",
-    "tqdm", "tiktoken", "numpy",
-]  # fmt: skip
+    "pyyaml",
+    "blobfile",
+    "requests",
+    "pydantic",
+    "lz4",
+    "zstandard",
+    "openai",
+    "backoff",
+    "tqdm",
+    "tiktoken",
+    "numpy",
+]
 OURS_BIN = Path(sys.executable).parent
 
 
@@ -147,15 +156,19 @@ def bench_startup(rounds: int) -> None:
         lambda: timed([str(venv / "bin" / "oaievalset"), "--help"], env),
         rounds,
     )
-    say(f"start-up, oaievalset --help:   ours {ours * 1000:7.0f} ms   original "
-        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} (target <= 0.1)")  # fmt: skip
+    say(
+        f"start-up, oaievalset --help:   ours {ours * 1000:7.0f} ms   original "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} (target <= 0.1)"
+    )
     ours, theirs = side_by_side(
         lambda: timed([str(OURS_BIN / "oaieval"), "--help"]),
         lambda: timed([str(venv / "bin" / "oaieval"), "--help"], env),
         rounds,
     )
-    say(f"start-up, oaieval --help:      ours {ours * 1000:7.0f} ms   original "
-        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f}")  # fmt: skip
+    say(
+        f"start-up, oaieval --help:      ours {ours * 1000:7.0f} ms   original "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f}"
+    )
 
 
 def bench_plan(rounds: int) -> None:
@@ -177,16 +190,18 @@ def bench_plan(rounds: int) -> None:
                 "--no-resume",
             ],
             ours_env,
-        ),  # fmt: skip
+        ),
         # The original's own registry is this same folder: it needs no --registry_path.
         lambda: timed(
             [str(venv / "bin" / "oaievalset"), "dummy", "test", "--no-resume"], theirs_env
-        ),  # fmt: skip
+        ),
         rounds,
     )
-    say(f"openai/evals registry, set 'test' (19 evals, /bin/true children):\n"
+    say(
+        f"openai/evals registry, set 'test' (19 evals, /bin/true children):\n"
         f"                               ours {ours * 1000:7.0f} ms   original "
-        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} (target <= 0.1)")  # fmt: skip
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} (target <= 0.1)"
+    )
 
 
 def bench_scale() -> None:
@@ -195,15 +210,24 @@ def bench_scale() -> None:
     base = None
     for evals, files in ((500, 50), (5_000, 500), (50_000, 5_000)):
         root = generated_registry(evals, files)
-        cmd = [str(OURS_BIN / "oaievalset"), "dummy", "gen-all", "--registry_path", str(root),
-               "--plan", "--json"]  # fmt: skip
+        cmd = [
+            str(OURS_BIN / "oaievalset"),
+            "dummy",
+            "gen-all",
+            "--registry_path",
+            str(root),
+            "--plan",
+            "--json",
+        ]
         runs = [peak_rss_mb(cmd, env) for _ in range(3)]
         wall = statistics.median(r[0] for r in runs)
         rss = max(r[1] for r in runs)
         base = base or (evals, wall)
         growth = (wall / base[1]) / (evals / base[0])
-        say(f"  {evals:6d} evals in {files:5d} files: {wall * 1000:7.0f} ms, peak {rss:6.1f} MB,"
-            f" time per eval relative to 500 evals: {growth:.2f}")  # fmt: skip
+        say(
+            f"  {evals:6d} evals in {files:5d} files: {wall * 1000:7.0f} ms, peak {rss:6.1f} MB,"
+            f" time per eval relative to 500 evals: {growth:.2f}"
+        )
 
 
 def bench_overhead(rounds: int = 3) -> None:
@@ -229,17 +253,19 @@ def bench_overhead(rounds: int = 3) -> None:
                     "--no-resume",
                 ],
                 env,
-            ),  # fmt: skip
+            ),
             lambda loop=loop: timed(["sh", "-c", loop], env),  # type: ignore[misc]
             rounds,
         )
     ours, shell = times[500]
     total = (ours - shell) / 500 * 1000
     margin = ((ours - times[100][0]) - (shell - times[100][1])) / 400 * 1000
-    say(f"overhead per eval, /bin/true children: 500 evals ours {ours:5.2f} s, shell loop "
+    say(
+        f"overhead per eval, /bin/true children: 500 evals ours {ours:5.2f} s, shell loop "
         f"{shell:5.2f} s;\n"
         f"                               {total:.2f} ms per eval in total (start-up and registry "
-        f"included), {margin:.2f} ms at the margin (target < 2 ms)")  # fmt: skip
+        f"included), {margin:.2f} ms at the margin (target < 2 ms)"
+    )
 
 
 def bench_parallel(sleep: float = 1.0, count: int = 8) -> None:
@@ -251,12 +277,23 @@ def bench_parallel(sleep: float = 1.0, count: int = 8) -> None:
     (root / "eval_sets" / "par.yaml").write_text(f"par-{count}:\n  evals: [{patterns}]\n")
     for jobs in (1, 2, 4, 8):
         wall = timed(
-            [str(OURS_BIN / "oaievalset"), "dummy", f"par-{count}", "--registry_path", str(root),
-             "--no-resume", "-j", str(jobs)], env,
-        )  # fmt: skip
+            [
+                str(OURS_BIN / "oaievalset"),
+                "dummy",
+                f"par-{count}",
+                "--registry_path",
+                str(root),
+                "--no-resume",
+                "-j",
+                str(jobs),
+            ],
+            env,
+        )
         ideal = -(-count // jobs) * sleep
-        say(f"  -j {jobs}: {wall:5.2f} s, ideal {ideal:4.1f} s, efficiency {ideal / wall:.2f}"
-            f"{'  (target >= 0.85)' if jobs == 8 else ''}")  # fmt: skip
+        say(
+            f"  -j {jobs}: {wall:5.2f} s, ideal {ideal:4.1f} s, efficiency {ideal / wall:.2f}"
+            f"{'  (target >= 0.85)' if jobs == 8 else ''}"
+        )
 
 
 def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
@@ -279,10 +316,20 @@ def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> N
     )
     server = ChatServer(answers=answers, latency=latency, models=("gpt-4",)).start()
     try:
-        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-bench",
-               "EVALS_THREADS": "10"}  # fmt: skip
-        args = ["gpt-4", "bench-qa.dev.v0", "--registry_path", str(root),
-                "--record_path", str(WORK / "engine-record.jsonl")]  # fmt: skip
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "sk-bench",
+            "EVALS_THREADS": "10",
+        }
+        args = [
+            "gpt-4",
+            "bench-qa.dev.v0",
+            "--registry_path",
+            str(root),
+            "--record_path",
+            str(WORK / "engine-record.jsonl"),
+        ]
         ours, theirs = side_by_side(
             lambda: timed([str(OURS_BIN / "oaieval"), *args], env),
             lambda: timed([str(venv / "bin" / "oaieval"), *args], env),
@@ -290,9 +337,11 @@ def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> N
         )
     finally:
         server.stop()
-    say(f"engine, {samples} samples, {latency * 1000:.0f} ms per request, 10 threads:\n"
+    say(
+        f"engine, {samples} samples, {latency * 1000:.0f} ms per request, 10 threads:\n"
         f"                               ours {ours:7.2f} s    original {theirs:7.2f} s    "
-        f"ratio {ours / theirs:.3f} (target <= 1)")  # fmt: skip
+        f"ratio {ours / theirs:.3f} (target <= 1)"
+    )
 
 
 def bench_install() -> None:
@@ -309,12 +358,24 @@ def bench_install() -> None:
     count = len(json.loads(listed.stdout)) - 1  # minus pip itself
     report = WORK / "original-install-report.json"
     subprocess.run(
-        [*pip, "install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report),
-         "evals==3.0.1.post1"], check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            *pip,
+            "install",
+            "--quiet",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            "evals==3.0.1.post1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     theirs = len(json.loads(report.read_text())["install"])
-    say(f"install: ours {count} packages, {added:.0f} MB, {took:.1f} s (pip, from the package "
-        f"index);\n         original {theirs} packages by a dry-run resolution")  # fmt: skip
+    say(
+        f"install: ours {count} packages, {added:.0f} MB, {took:.1f} s (pip, from the package "
+        f"index);\n         original {theirs} packages by a dry-run resolution"
+    )
     shutil.rmtree(venv, ignore_errors=True)
 
 
