@@ -20,7 +20,7 @@ def plan_entries(
     states = progress.read_state()
     entries: list[dict[str, Any]] = []
     for command in commands:
-        state = states.get(command_id(command), {})
+        state = states.get(command_id(command), {}) if states else {}
         entry: dict[str, Any] = {"eval": command[2], "command": command}
         if command in recorded:
             entry["status"] = "done"
@@ -72,8 +72,7 @@ def plan_json(
             "eval_set": eval_set,
             "progress_file": str(progress.path),
             "commands": entries,
-        },
-        indent=2,
+        }
     )
 
 

@@ -18,8 +18,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from oaievalset.errors import ProgressError
 
 DEFAULT_PROGRESS_DIR = "/tmp/oaievalset"
@@ -52,7 +50,7 @@ def progress_path(model: str, eval_set: str, base: str | None = None) -> Path:
 
 @functools.lru_cache(maxsize=4096)
 def _command_id(frozen: tuple[str, ...]) -> str:
-    return hashlib.sha1(json.dumps(list(frozen)).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha1("\0".join(frozen).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def command_id(command: Sequence[str]) -> str:
@@ -92,8 +90,7 @@ class ProgressFile:
         self._fresh = fresh
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
-        # Only the main thread takes it, so filelock's per-thread bookkeeping is not needed.
-        self._lock = FileLock(str(self.state_dir / "lock"), thread_local=False)
+        self._lock: Any = None  # a filelock.FileLock, made when first needed
         self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
         # The file as last read or written: its stat key, entries, and text as we write it.
         self._cache: tuple[tuple[int, int, int], list[Entry], str | None] | None = None
@@ -158,6 +155,12 @@ class ProgressFile:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the progress lock (for read-modify-write of the progress and state files)."""
+        # Imported here: a plan or a listing never locks, and filelock takes a while to load.
+        from filelock import FileLock, Timeout
+
+        if self._lock is None:
+            # Only the main thread takes it: filelock's per-thread bookkeeping is not needed.
+            self._lock = FileLock(str(self.state_dir / "lock"), thread_local=False)
         try:
             with self._lock.acquire(timeout=LOCK_TIMEOUT):
                 yield

@@ -6,7 +6,6 @@ each file a mapping of name -> spec, where a spec with `id:` is an alias of anot
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -282,6 +281,8 @@ class Registry:
 
 
 def _closest(name: str, candidates: Iterable[str]) -> str:
+    import difflib  # only for an error message
+
     close = difflib.get_close_matches(name, list(candidates), n=5)
     return f"; closest: {', '.join(close)}" if close else "; no similar name"
 

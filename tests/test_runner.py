@@ -1,0 +1,152 @@
+"""The run loop with a recording fake executor: order, skipping, stopping, parallelism,
+timeouts and retries, without spawning anything."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from oaievalset import runner
+from oaievalset.executor import Job
+from oaievalset.progress import ProgressFile
+from oaievalset.runner import RunOptions, execute
+
+
+class FakeJob:
+    def __init__(self, executor: FakeExecutor, command: list[str]) -> None:
+        self.executor = executor
+        self.command = command
+        self.signals: list[str] = []
+
+    def terminate(self) -> None:
+        self.signals.append("TERM")
+        self.executor.ended.append((self, -15))
+
+    def kill(self) -> None:
+        self.signals.append("KILL")
+
+
+class FakeExecutor:
+    """Records what it starts; each command ends at once with the next of its exit codes,
+    except those listed as hanging, which end only when terminated."""
+
+    def __init__(self, codes: dict[str, list[int]] | None = None, hang: Sequence[str] = ()):
+        self.codes = codes or {}
+        self.hang = set(hang)
+        self.started: list[str] = []
+        self.ended: list[tuple[Job, int]] = []
+        self.running_peak = 0
+        self._running = 0
+
+    def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> FakeJob:
+        key = command[2]
+        self.started.append(key)
+        job = FakeJob(self, list(command))
+        self._running += 1
+        self.running_peak = max(self.running_peak, self._running)
+        if key not in self.hang:
+            codes = self.codes.get(key, [0])
+            self.ended.append((job, codes.pop(0) if len(codes) > 1 else codes[0]))
+        return job
+
+    def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
+        if not self.ended:
+            time.sleep(min(timeout if timeout is not None else 0.01, 0.01))
+            return []
+        ended, self.ended = self.ended, []
+        self._running -= len(ended)
+        return ended
+
+
+def commands(*keys: str) -> list[list[str]]:
+    return [["oaieval", "dummy", key] for key in keys]
+
+
+@pytest.fixture
+def progress(tmp_path: Path) -> ProgressFile:
+    p = ProgressFile(tmp_path / "m.s.progress.txt")
+    p.prepare()
+    return p
+
+
+def run(
+    progress: ProgressFile, executor: FakeExecutor, keys: Sequence[str], **options: object
+) -> list[runner.Result]:
+    return execute(
+        commands(*keys),
+        progress,
+        RunOptions(**options),  # type: ignore[arg-type]
+        executor,
+        first_index=0,
+        total=len(keys),
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+
+
+def recorded(progress: ProgressFile) -> list[str]:
+    return [entry[2] for entry in progress.read()]
+
+
+def test_commands_run_in_order_and_each_success_is_recorded(progress: ProgressFile) -> None:
+    fake = FakeExecutor()
+    results = run(progress, fake, ["a", "b", "c"])
+    assert fake.started == ["a", "b", "c"]
+    assert [r.status for r in results] == ["done"] * 3
+    assert recorded(progress) == ["a", "b", "c"]
+
+
+def test_a_failure_stops_the_run_when_exit_on_error(progress: ProgressFile) -> None:
+    fake = FakeExecutor(codes={"b": [2]})
+    results = run(progress, fake, ["a", "b", "c"])
+    assert fake.started == ["a", "b"]
+    assert [r.status for r in results] == ["done", "failed", "not run"]
+    assert results[1].exit_code == 2
+    assert recorded(progress) == ["a"]
+
+
+def test_without_exit_on_error_the_run_goes_on(progress: ProgressFile) -> None:
+    fake = FakeExecutor(codes={"b": [2]})
+    results = run(progress, fake, ["a", "b", "c"], exit_on_error=False)
+    assert fake.started == ["a", "b", "c"]
+    assert [r.status for r in results] == ["done", "failed", "done"]
+    assert recorded(progress) == ["a", "c"]
+
+
+def test_jobs_start_several_before_waiting(progress: ProgressFile) -> None:
+    fake = FakeExecutor(hang=["a", "b", "c"])
+    results = run(progress, fake, ["a", "b", "c"], jobs=3, timeout=0.05, exit_on_error=False)
+    assert fake.running_peak == 3
+    assert all(r.status == "timed out" for r in results)
+
+
+def test_a_timeout_terminates_and_counts_as_failed(progress: ProgressFile) -> None:
+    fake = FakeExecutor(hang=["a"])
+    results = run(progress, fake, ["a", "b"], timeout=0.05)
+    assert results[0].status == "timed out" and results[1].status == "not run"
+    assert recorded(progress) == []
+
+
+def test_attempts_retry_until_success(
+    progress: ProgressFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "BACKOFF_BASE", 0.01)
+    fake = FakeExecutor(codes={"a": [1, 1, 0]})
+    results = run(progress, fake, ["a"], attempts=3)
+    assert fake.started == ["a", "a", "a"]
+    assert results[0].status == "done" and results[0].attempts == 3
+
+
+def test_a_command_recorded_meanwhile_by_another_process_is_not_run(
+    progress: ProgressFile,
+) -> None:
+    other = ProgressFile(progress.path)
+    other.record(["oaieval", "dummy", "b"])
+    fake = FakeExecutor()
+    results = run(progress, fake, ["a", "b"])
+    assert fake.started == ["a"]
+    assert results[1].status == "done elsewhere"
