@@ -148,9 +148,21 @@ class ProgressFile:
                 f"or set OAIEVALSET_PROGRESS_DIR"
             )
         # A lock that another process keeps holding fails the run here, before any eval
-        # runs, rather than after the first one.
-        with self.locked():
-            pass
+        # runs, rather than after the first one. The usual case, a free lock, is checked
+        # with one flock call (filelock uses flock too), so that filelock is imported later
+        # while the first evals run.
+        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with self.locked():
+                pass
+        finally:
+            os.close(fd)
+
+    def warm(self) -> None:
+        """Load the locking library now (while children run) rather than at the first record."""
+        import filelock  # noqa: F401
 
     @contextmanager
     def locked(self) -> Iterator[None]:
