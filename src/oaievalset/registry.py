@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from oaievalset.errors import RegistryError, UnknownEvalError, UnknownEvalSetError
 from oaievalset.yamlio import FolderCache, load_yaml
@@ -33,8 +32,11 @@ def default_registry_paths() -> list[Path]:
     return [bundled_registry_path(), Path.home() / ".evals"]
 
 
-@dataclass(frozen=True)
-class Entry:
+# NamedTuples rather than dataclasses: importing dataclasses (and inspect with it) would
+# cost a noticeable part of oaievalset's start-up.
+
+
+class Entry(NamedTuple):
     """One raw YAML entry, with where it came from."""
 
     name: str
@@ -48,8 +50,7 @@ class Entry:
         return None if target is None else str(target)
 
 
-@dataclass(frozen=True)
-class EvalSpec:
+class EvalSpec(NamedTuple):
     """A resolved eval: its final key (after aliases), class path and arguments."""
 
     key: str
@@ -58,11 +59,10 @@ class EvalSpec:
     registry_path: Path
     group: str
     file: Path
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any]  # the entry's other keys (description, metrics...)
 
 
-@dataclass(frozen=True)
-class EvalSetSpec:
+class EvalSetSpec(NamedTuple):
     """A resolved eval set: its final key and the names or patterns it lists."""
 
     key: str
@@ -70,8 +70,7 @@ class EvalSetSpec:
     file: Path
 
 
-@dataclass(frozen=True)
-class SetResolution:
+class SetResolution(NamedTuple):
     """What an eval set resolves to: evals in registry order, and entries that matched nothing."""
 
     eval_set: EvalSetSpec

@@ -9,9 +9,8 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from oaievalset.console import alert, highlight
 from oaievalset.executor import STOP_GRACE, Executor, Job
@@ -38,18 +37,31 @@ INCOMPLETE = "incomplete"  # another process had it and did not complete it
 FAILURES = (FAILED, TIMEOUT, INCOMPLETE)
 
 
-@dataclass
 class Result:
     """What happened to one command."""
 
-    command: Command
-    status: str
-    exit_code: int | None = None
-    attempts: int = 0
-    started: float | None = None
-    ended: float | None = None
-    log: Path | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        command: Command,
+        status: str,
+        exit_code: int | None = None,
+        attempts: int = 0,
+        started: float | None = None,
+        ended: float | None = None,
+        log: Path | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        self.command = command
+        self.status = status
+        self.exit_code = exit_code
+        self.attempts = attempts
+        self.started = started
+        self.ended = ended
+        self.log = log
+        self.metrics: dict[str, Any] = metrics if metrics is not None else {}
+
+    def __repr__(self) -> str:
+        return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"
 
     @property
     def duration(self) -> float | None:
@@ -58,8 +70,7 @@ class Result:
         return self.ended - self.started
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     jobs: int = 1
     timeout: float | None = None
     attempts: int = 1
@@ -76,16 +87,18 @@ class Interrupted(Exception):
         self.results = results
 
 
-@dataclass
 class _Slot:
-    command: Command
-    index: int
-    result: Result
-    job: Job | None = None
-    deadline: float | None = None  # the per-eval timeout
-    kill_at: float | None = None  # SIGKILL if still running by then
-    timed_out: bool = False
-    not_before: float = 0.0  # retry backoff
+    """A command in the run loop, with its timers."""
+
+    def __init__(self, command: Command, index: int, result: Result) -> None:
+        self.command = command
+        self.index = index
+        self.result = result
+        self.job: Job | None = None
+        self.deadline: float | None = None  # the per-eval timeout
+        self.kill_at: float | None = None  # SIGKILL if still running by then
+        self.timed_out = False
+        self.not_before = 0.0  # retry backoff
 
 
 def execute(
