@@ -117,6 +117,41 @@ def test_two_runs_of_one_set_share_the_work_and_lose_no_record(fake: Fake, isola
     assert sorted(recorded) == ["zz-a.dev.v0", "zz-b.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
 
 
+def test_a_signal_with_several_evals_running_stops_them_all(fake: Fake, isolated: Path) -> None:
+    env = {"FAKE_OAIEVAL_SLEEP": "30"}
+    proc = start(["dummy", "zz-glob", *R1, "-j", "3"], env)
+    wait_for(lambda: len(fake.started()) == 3)
+    children = [int(e["pid"]) for e in fake.events() if e["event"] == "start"]
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - began < 5
+    for child in children:
+        wait_for(lambda child=child: not alive(child), timeout=5)
+    assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == []
+    states = [
+        json.loads(line)
+        for line in (isolated / "dummy.zz-glob.progress.d" / "state.jsonl").read_text().splitlines()
+    ]
+    interrupted = {s["command"][2] for s in states if s["status"] == "interrupted"}
+    assert len(interrupted) == 3
+
+
+def test_the_installed_commands_run_test_basic_with_the_real_engine(isolated: Path) -> None:
+    # No fake: the oaieval installed beside oaievalset runs the four evals offline.
+    result = run_cli(["dummy", "test-basic"])
+    assert result.returncode == 0, result.stderr
+    logs = sorted((isolated / "dummy.test-basic.progress.d" / "logs").glob("*.log"))
+    assert len(logs) == 4
+    for log in logs:
+        text = log.read_text()
+        record = Path(text.split("Logged to ", 1)[1].split()[0])
+        lines = record.read_text().splitlines()
+        assert "spec" in json.loads(lines[0]) and "final_report" in json.loads(lines[-1])
+    assert "accuracy=0" in result.stderr  # the summary read each final report
+
+
 def test_the_installed_command_runs_a_set_end_to_end(fake: Fake, isolated: Path) -> None:
     result = run_cli(["dummy", "test-basic"])
     assert result.returncode == 0, result.stderr
