@@ -127,8 +127,7 @@ def test_a_signal_with_several_evals_running_stops_them_all(fake: Fake, isolated
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert time.monotonic() - began < 5
-    for child in children:
-        wait_for(lambda child=child: not alive(child), timeout=5)
+    wait_for(lambda: not any(alive(child) for child in children), timeout=5)
     assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == []
     states = [
         json.loads(line)
