@@ -22,6 +22,7 @@ from oaievalset.errors import (
 )
 
 if TYPE_CHECKING:
+    from oaievalset.executor import Executor
     from oaievalset.progress import ProgressFile
     from oaievalset.registry import Registry
 
@@ -152,7 +153,7 @@ def run(
     run_command: str = "oaieval",
     *,
     color: bool | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
 ) -> int:
     """Run every eval of `args.eval_set` against `args.model`; returns the exit code.
 
@@ -161,7 +162,7 @@ def run(
     from oaievalset import runner
     from oaievalset.commands import build_commands
     from oaievalset.executor import SubprocessExecutor, check_executable
-    from oaievalset.progress import ProgressFile, format_entry, progress_path
+    from oaievalset.progress import ProgressFile, format_entry, progress_path, recorded_set
     from oaievalset.registry import Registry
 
     color = use_color(sys.stdout) if color is None else color
@@ -204,7 +205,8 @@ def run(
         for entry in completed:
             print("  " + format_entry(entry))
 
-    todo = [c for c in commands if c not in completed]
+    done = recorded_set(completed)
+    todo = [c for c in commands if tuple(c) not in done]
     print("Going to run the following commands:")
     for command in todo:
         print("  " + " ".join(command))
@@ -232,14 +234,13 @@ def run(
             color=color,
             live=_opt(args, "jobs", 1) > 1 and sys.stdout.isatty(),
         )
-        own = executor is None
-        executor = executor or SubprocessExecutor()
+        own = SubprocessExecutor() if executor is None else None
         try:
             results = runner.execute(
                 todo,
                 progress,
                 options,
-                executor,
+                executor or own,  # type: ignore[arg-type]  # one of the two is set
                 first_index=first,
                 total=len(commands),
                 out=sys.stdout,
@@ -249,8 +250,8 @@ def run(
             results = stop.results
             interrupted = True
         finally:
-            if own:
-                executor.close()
+            if own is not None:
+                own.close()
 
     failed = [r for r in results if r.status in runner.FAILURES]
     if interrupted:
@@ -262,7 +263,7 @@ def run(
     sys.stdout.flush()
 
     if commands:
-        earlier = _earlier_results([c for c in commands if c in completed], progress)
+        earlier = _earlier_results([c for c in commands if tuple(c) in done], progress)
         ordered = _in_command_order(commands, earlier + results)
         _summarize(args, progress, ordered, exit_code, interrupted, failed)
     return exit_code

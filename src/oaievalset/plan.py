@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from oaievalset.commands import Command
-from oaievalset.progress import ProgressFile, command_id, format_entry
+from oaievalset.progress import ProgressFile, command_id, format_entry, recorded_set
 from oaievalset.registry import Registry
 
 
@@ -17,12 +17,17 @@ def plan_entries(
     """For each command: done, running elsewhere, failed before, or pending, and why a
     recorded command for the same eval does not count (it differs in its arguments)."""
     recorded = progress.read() if resume else []
+    done = recorded_set(recorded)
+    by_eval: dict[str, list[Any]] = {}
+    for line in recorded:
+        if isinstance(line, list) and len(line) > 2 and isinstance(line[2], str):
+            by_eval.setdefault(line[2], []).append(line)
     states = progress.read_state()
     entries: list[dict[str, Any]] = []
     for command in commands:
         state = states.get(command_id(command), {}) if states else {}
         entry: dict[str, Any] = {"eval": command[2], "command": command}
-        if command in recorded:
+        if tuple(command) in done:
             entry["status"] = "done"
         elif progress.state_dir.exists() and progress.is_claimed_elsewhere(command):
             entry["status"] = "running"
@@ -34,11 +39,7 @@ def plan_entries(
         if state.get("log"):
             entry["log"] = state["log"]
         if entry["status"] != "done":
-            near = [
-                r
-                for r in recorded
-                if isinstance(r, list) and len(r) > 2 and r[2] == command[2] and r != command
-            ]
+            near = [r for r in by_eval.get(command[2], []) if r != command]
             if near:
                 entry["recorded_as"] = near
         entries.append(entry)

@@ -74,6 +74,15 @@ def parse_progress(text: str, path: Path) -> list[Entry]:
     return entries
 
 
+def recorded_set(entries: Sequence[Entry]) -> set[tuple[str, ...]]:
+    """The commands among the entries, for quick look-ups (other JSON values are ignored)."""
+    return {
+        tuple(entry)
+        for entry in entries
+        if isinstance(entry, list) and all(isinstance(part, str) for part in entry)
+    }
+
+
 def format_entry(entry: Entry) -> str:
     """How the original shows a recorded entry: its elements joined by spaces."""
     if isinstance(entry, (list, str)):
@@ -94,6 +103,7 @@ class ProgressFile:
         self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
         # The file as last read or written: its stat key, entries, and text as we write it.
         self._cache: tuple[tuple[int, int, int], list[Entry], str | None] | None = None
+        self._recorded: tuple[list[Entry], set[tuple[str, ...]]] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -205,7 +215,14 @@ class ProgressFile:
     def is_recorded(self, command: Sequence[str]) -> bool:
         """Whether the file (as it is now) holds this command; after --no-resume, before the
         first record, nothing counts."""
-        return not self._fresh and list(command) in self.read()
+        if self._fresh:
+            return False
+        self.read()
+        if self._cache is None:
+            return False
+        if self._recorded is None or self._recorded[0] is not self._cache[1]:
+            self._recorded = (self._cache[1], recorded_set(self._cache[1]))
+        return tuple(command) in self._recorded[1]
 
     # -- claims: which process is running which command ---------------------------------
     # A claim is an OS lock (flock) on a small file per command: it vanishes with its

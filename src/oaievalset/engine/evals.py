@@ -329,19 +329,25 @@ class Includes(Eval):
         return self.match_report(recorder)
 
 
-class FuzzyMatch(Eval):
-    """Correct when the normalized completion and an answer contain one another; also F1."""
+class _Limited(Eval):
+    """An eval that asks for at most `max_tokens` tokens per answer."""
+
+    default_max_tokens = 100
 
     def __init__(
         self,
         completion_fns: Sequence[CompletionFn],
         samples_jsonl: str,
         *,
-        max_tokens: int = 100,
+        max_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(completion_fns, samples_jsonl=samples_jsonl, **kwargs)
-        self.max_tokens = max_tokens
+        self.max_tokens = self.default_max_tokens if max_tokens is None else max_tokens
+
+
+class FuzzyMatch(_Limited):
+    """Correct when the normalized completion and an answer contain one another; also F1."""
 
     def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         answers = _ideal_list(sample, self.name)
@@ -363,19 +369,10 @@ class FuzzyMatch(Eval):
         }
 
 
-class JsonMatch(Eval):
+class JsonMatch(_Limited):
     """Correct when the completion, decoded as JSON, equals an ideal answer's JSON."""
 
-    def __init__(
-        self,
-        completion_fns: Sequence[CompletionFn],
-        samples_jsonl: str,
-        *,
-        max_tokens: int = 512,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(completion_fns, samples_jsonl=samples_jsonl, **kwargs)
-        self.max_tokens = max_tokens
+    default_max_tokens = 512  # room for longer JSON answers, as the original
 
     def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         answers = _ideal_list(sample, self.name)
