@@ -103,7 +103,8 @@ class ProgressFile:
         self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
         # The file as last read or written: its stat key, entries, and text as we write it.
         self._cache: tuple[tuple[int, int, int], list[Entry], str | None] | None = None
-        self._recorded: tuple[list[Entry], set[tuple[str, ...]]] | None = None
+        # The recorded commands as a set, and the stat key of the file it was built from.
+        self._recorded: tuple[tuple[int, int, int], set[tuple[str, ...]]] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class ProgressFile:
             known = None if self._cache is None else self._cache[2]
             if self._fresh:
                 known = ""
+                self._recorded = None
             elif known is None:
                 known = "".join(json.dumps(entry) + "\n" for entry in entries)
             self._fresh = False
@@ -210,7 +212,13 @@ class ProgressFile:
             text = known + json.dumps(list(command)) + "\n"
             atomic_write(self.path, text)
             st = os.stat(self.path)
-            self._cache = ((st.st_ino, st.st_size, st.st_mtime_ns), entries, text)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            recorded, cache = self._recorded, self._cache
+            if recorded is not None and cache is not None and recorded[0] == cache[0]:
+                # The set matched the file we just extended: extend it too, not rebuild it.
+                recorded[1].add(tuple(command))
+                self._recorded = (key, recorded[1])
+            self._cache = (key, entries, text)
 
     def is_recorded(self, command: Sequence[str]) -> bool:
         """Whether the file (as it is now) holds this command; after --no-resume, before the
@@ -220,8 +228,8 @@ class ProgressFile:
         self.read()
         if self._cache is None:
             return False
-        if self._recorded is None or self._recorded[0] is not self._cache[1]:
-            self._recorded = (self._cache[1], recorded_set(self._cache[1]))
+        if self._recorded is None or self._recorded[0] != self._cache[0]:
+            self._recorded = (self._cache[0], recorded_set(self._cache[1]))
         return tuple(command) in self._recorded[1]
 
     # -- claims: which process is running which command ---------------------------------

@@ -152,8 +152,9 @@ def execute(
     def start(slot: _Slot) -> None:
         slot.result.attempts += 1
         log = progress.log_path(slot.command)
-        if slot.result.attempts == 1:
-            log.write_bytes(b"")
+        if slot.result.attempts == 1:  # a new run starts a new log; retries append to it
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(log, 0)
         slot.result.log = log
         slot.result.started = slot.result.started or time.time()
         slot.timed_out = False
