@@ -273,3 +273,29 @@ def test_the_bundled_test_basic_evals_run_offline(tmp_path: Path) -> None:
         assert oaieval(["dummy", key, "--record_path", str(record)]) == 0
         lines = read_record(record)
         assert "spec" in lines[0] and "final_report" in lines[-1]
+
+
+def test_completion_args_reach_the_server(
+    server: ChatServer, registry: Path, tmp_path: Path
+) -> None:
+    code, _ = run_eval(registry, tmp_path, "--completion_args", "max_tokens=7,top_p=0.5")
+    assert code == 0
+    assert all(r["max_tokens"] == 7 and r["top_p"] == 0.5 for r in server.requests)
+
+
+def test_log_to_file_takes_the_log_off_stderr(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "eval.log"
+    code, _ = run_eval(registry, tmp_path, "--log_to_file", str(log), model="dummy")
+    assert code == 0
+    assert "Final report:" not in capsys.readouterr().err
+    assert "] accuracy: 0.0" in log.read_text()
+
+
+def test_several_completion_functions_are_refused_by_a_one_model_eval(
+    registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run_eval(registry, tmp_path, model="dummy,dummy")
+    assert code == 2
+    assert "Match takes one completion function, got 2" in capsys.readouterr().err

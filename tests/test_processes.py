@@ -156,3 +156,26 @@ def test_the_installed_command_runs_a_set_end_to_end(fake: Fake, isolated: Path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ">>> All done!"
     assert "Traceback" not in result.stderr
+
+
+def test_an_eval_held_by_a_killed_process_is_reported_and_run_next_time(
+    fake: Fake, isolated: Path
+) -> None:
+    # A takes zz-b (slow); B, started next, leaves zz-b to A and runs the rest. A is
+    # killed: B reports zz-b as not completed, and the next run does only zz-b.
+    env = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-b.dev.v0=30"}
+    first = start(["dummy", "zz-glob", *R1], env)
+    wait_for(lambda: bool(started_pids(fake, "zz-b.dev.v0")))
+    second = start(["dummy", "zz-glob", *R1], {})
+    wait_for(lambda: len(fake.started()) == 4)
+    first.kill()
+    first.communicate(timeout=10)
+    _, err = second.communicate(timeout=30)
+    assert second.returncode == 1, err
+    assert f"zz-b.dev.v0 --registry_path {REG1} is running in another oaievalset" in err
+    assert "incomplete" in err
+    path = progress_file(isolated, "dummy", "zz-glob")
+    assert sorted(recorded_keys(path)) == ["zz-a.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
+    result = run_cli(["dummy", "zz-glob", *R1])
+    assert result.returncode == 0, result.stderr
+    assert fake.keys().count("zz-b.dev.v0") == 2 and len(fake.keys()) == 5

@@ -16,7 +16,6 @@ from oaievalset.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     LaunchError,
     OaiEvalSetError,
 )
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 
 # The registry, progress and runner modules are imported where they are used, so that
 # `oaievalset --help` starts in a few tens of milliseconds.
+
+__all__ = ["OaiEvalSetArguments", "get_parser", "main", "run"]
 
 PROG = "oaievalset"
 
@@ -297,8 +298,8 @@ def _earlier_results(commands: list[list[str]], progress: ProgressFile) -> list[
 
 
 def _in_command_order(commands: list[list[str]], results: list[Any]) -> list[Any]:
-    by_command = {json.dumps(r.command): r for r in results}
-    return [by_command[json.dumps(c)] for c in commands if json.dumps(c) in by_command]
+    by_command = {tuple(r.command): r for r in results}
+    return [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
 
 
 def _summarize(
@@ -333,7 +334,8 @@ def _summarize(
     elif failed:
         print(f"{PROG}: {len(failed)} eval(s) failed:", file=err)
         for r in failed:
-            print(f"  {' '.join(r.command)} ({r.status}; log: {r.log})", file=err)
+            where = f"; log: {r.log}" if r.log else "; another oaievalset process had it"
+            print(f"  {' '.join(r.command)} ({r.status}{where})", file=err)
         print(f"{PROG}: they are not recorded as completed; a resume retries them.", file=err)
     err.flush()
 
@@ -428,5 +430,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-__all__ = ["EXIT_USAGE", "OaiEvalSetArguments", "get_parser", "main", "run"]
