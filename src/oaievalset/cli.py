@@ -251,6 +251,7 @@ def run(
             results = stop.results
             interrupted = True
         finally:
+            progress.close()
             if own is not None:
                 own.close()
 

@@ -120,12 +120,10 @@ class _Guardian:
 class _Child:
     """A running child: its process, log, and the pipe its stderr comes through."""
 
-    def __init__(
-        self, proc: subprocess.Popen[bytes], log: IO[bytes], sinks: list[IO[bytes]]
-    ) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: int, echo: IO[bytes] | None) -> None:
         self.proc = proc
-        self.log = log
-        self.sinks = sinks
+        self.log = log  # a descriptor, opened for appending
+        self.echo = echo
         self.exited = False
 
     def terminate(self) -> None:
@@ -149,10 +147,12 @@ class _Child:
                 return True
             if not chunk:
                 return False
-            for sink in self.sinks:
+            if self.echo is not None:
                 with contextlib.suppress(OSError, ValueError):
-                    sink.write(chunk)
-                    sink.flush()
+                    self.echo.write(chunk)
+                    self.echo.flush()
+            with contextlib.suppress(OSError):
+                os.write(self.log, chunk)
 
 
 class SubprocessExecutor:
@@ -179,7 +179,9 @@ class SubprocessExecutor:
         return self._found[name] or name
 
     def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> Job:
-        log = open(log_path, "ab")  # noqa: SIM115 - closed when the child is reaped
+        # A bare descriptor (closed when the child is reaped): the child writes to it
+        # directly, and so do we for its stderr, appending.
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             proc = subprocess.Popen(
                 list(command),
@@ -189,18 +191,16 @@ class SubprocessExecutor:
                 stdin=None if echo_stderr else subprocess.DEVNULL,
             )
         except FileNotFoundError:
-            log.close()
+            os.close(log)
             raise LaunchError(
                 f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
                 f"or put an oaieval on PATH"
             ) from None
         except PermissionError:
-            log.close()
+            os.close(log)
             raise LaunchError(f"'{command[0]}' is not executable; check its permissions") from None
         self._guardian.tell(proc.pid)
-        err_sink = getattr(sys.stderr, "buffer", None)
-        sinks = [log] if err_sink is None else [err_sink, log]
-        child = _Child(proc, log, sinks)
+        child = _Child(proc, log, getattr(sys.stderr, "buffer", None))
         self._children.add(child)
         if proc.stderr is not None:
             os.set_blocking(proc.stderr.fileno(), False)
@@ -254,7 +254,7 @@ class SubprocessExecutor:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(child.proc.stderr)
             child.proc.stderr.close()
-        child.log.close()
+        os.close(child.log)
         self._guardian.tell(-child.proc.pid)
         return code
 

@@ -100,7 +100,8 @@ class ProgressFile:
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
         self._lock: Any = None  # a filelock.FileLock, made when first needed
-        self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
+        self._claims: dict[str, int] = {}
+        self._state_fd: int | None = None  # command id -> descriptor holding its flock
         # The file as last read or written: its stat key, entries, and text as we write it.
         self._cache: tuple[tuple[int, int, int], list[Entry], str | None] | None = None
         # The recorded commands as a set, and the stat key of the file it was built from.
@@ -310,14 +311,23 @@ class ProgressFile:
         concurrent processes never interleave within a line."""
         event = {"id": command_id(command), "command": list(command), **fields}
         line = (json.dumps(event) + "\n").encode("utf-8")
-        try:
-            fd = os.open(self.state_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ProgressError(f"{self.state_path}: cannot write ({exc.strerror})") from None
-        try:
-            os.write(fd, line)
-        finally:
+        if self._state_fd is None:  # opened once per run, closed by close()
+            try:
+                self._state_fd = os.open(
+                    self.state_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+                )
+            except OSError as exc:
+                raise ProgressError(f"{self.state_path}: cannot write ({exc.strerror})") from None
+        os.write(self._state_fd, line)
+
+    def close(self) -> None:
+        """Release what a run held: the state journal and any claims left."""
+        if self._state_fd is not None:
+            os.close(self._state_fd)
+            self._state_fd = None
+        for fd in self._claims.values():
             os.close(fd)
+        self._claims.clear()
 
     def log_path(self, command: Sequence[str]) -> Path:
         key = command[2] if len(command) > 2 else "eval"
@@ -327,12 +337,15 @@ class ProgressFile:
 
 def atomic_write(path: Path, text: str) -> None:
     """Write a file whole or not at all: a temporary sibling, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     # One temporary name per process and thread: callers hold the lock of the file, and a
     # name left behind by a killed process is simply overwritten next time.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # the folder is new, or was removed during the run
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             # No fsync: os.replace already makes the file whole-or-nothing whatever happens
             # to the process, and an fsync per completed eval would dominate small runs.
