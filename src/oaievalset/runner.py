@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from oaievalset.commands import Command
 from oaievalset.console import alert, highlight
 from oaievalset.executor import STOP_GRACE, Executor, Job
 from oaievalset.progress import ProgressFile
 from oaievalset.report import read_final_report
-
-Command = list[str]
 
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
 BACKOFF_MAX = 10.0
