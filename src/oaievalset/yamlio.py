@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,6 +96,8 @@ class FolderCache:
         """Write the cache if it changed; a cache that cannot be written is simply skipped."""
         if not self._dirty or self._file is None:
             return
+        import tempfile  # only when the cache changed: it is slow to import
+
         try:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".yaml-", dir=self._file.parent)
