@@ -90,6 +90,28 @@ def format_entry(entry: Entry) -> str:
     return json.dumps(entry)
 
 
+class _Snapshot:
+    """The progress file as this process last read or wrote it: the stat key it had, its
+    entries, its text when we wrote it, and (made when first asked) its commands as a set."""
+
+    def __init__(self, key: tuple[int, int, int], entries: list[Entry], text: str | None) -> None:
+        self.key = key
+        self.entries = entries
+        self.text = text
+        self._commands: set[tuple[str, ...]] | None = None
+
+    @property
+    def commands(self) -> set[tuple[str, ...]]:
+        if self._commands is None:
+            self._commands = recorded_set(self.entries)
+        return self._commands
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class ProgressFile:
     """One progress file and the state folder beside it."""
 
@@ -100,35 +122,36 @@ class ProgressFile:
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
         self._lock: Any = None  # a filelock.FileLock, made when first needed
-        self._claims: dict[str, int] = {}
-        self._state_fd: int | None = None  # command id -> descriptor holding its flock
-        # The file as last read or written: its stat key, entries, and text as we write it.
-        self._cache: tuple[tuple[int, int, int], list[Entry], str | None] | None = None
-        # The recorded commands as a set, and the stat key of the file it was built from.
-        self._recorded: tuple[tuple[int, int, int], set[tuple[str, ...]]] | None = None
+        self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
+        self._state_fd: int | None = None  # the state journal, open for the whole run
+        self._snapshot: _Snapshot | None = None
 
     # -- reading -------------------------------------------------------------------------
 
     def read(self) -> list[Entry]:
         """The recorded entries (none if there is no file). Safe without the lock: the file
-        is only ever replaced whole. Parsed again only when the file has changed."""
+        is only ever replaced whole."""
+        snapshot = self._current()
+        return [] if snapshot is None else list(snapshot.entries)
+
+    def _current(self) -> _Snapshot | None:
+        """The file as it is now; parsed again only when it has changed."""
         try:
-            st = os.stat(self.path)
+            key = _stat_key(self.path)
         except (FileNotFoundError, NotADirectoryError):
-            self._cache = None
-            return []  # no file, or a folder on its path is a file: prepare() will say so
+            self._snapshot = None
+            return None  # no file, or a folder on its path is a file: prepare() will say so
         except OSError as exc:
             raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._cache is not None and self._cache[0] == key:
-            return list(self._cache[1])
+        if self._snapshot is not None and self._snapshot.key == key:
+            return self._snapshot
         try:
             data = self.path.read_bytes()
         except IsADirectoryError:
             raise ProgressError(f"{self.path}: is a folder, not a progress file") from None
         except FileNotFoundError:
-            self._cache = None
-            return []
+            self._snapshot = None
+            return None
         except OSError as exc:
             raise ProgressError(f"{self.path}: cannot read ({exc.strerror})") from None
         try:
@@ -137,9 +160,8 @@ class ProgressFile:
             raise ProgressError(
                 f"{self.path}: not UTF-8 text; delete it or run with --no-resume"
             ) from None
-        entries = parse_progress(text, self.path)
-        self._cache = (key, entries, None)
-        return list(entries)
+        self._snapshot = _Snapshot(key, parse_progress(text, self.path), None)
+        return self._snapshot
 
     # -- writing -------------------------------------------------------------------------
 
@@ -178,7 +200,7 @@ class ProgressFile:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the progress lock (for read-modify-write of the progress and state files)."""
+        """Hold the progress lock, for a read-modify-write of the progress file."""
         # Imported here: a plan or a listing never locks, and filelock takes a while to load.
         from filelock import FileLock, Timeout
 
@@ -195,43 +217,33 @@ class ProgressFile:
             ) from None
 
     def record(self, command: Sequence[str]) -> None:
-        """Add a completed command to the file, under the lock, with an atomic replace."""
+        """Add a completed command to the file, under the lock, with an atomic replace.
+
+        The whole file is rewritten, each entry as json.dumps writes it, as the original
+        does; the text we wrote last is reused while the file is unchanged, so a long run
+        does not serialize every entry again each time.
+        """
         with self.locked():
-            entries: list[Entry] = [] if self._fresh else self.read()
-            # The whole file is rewritten, each entry as json.dumps writes it, as the
-            # original does; the text of what we wrote last is reused while the file is
-            # unchanged, so a long run does not serialize every entry again each time.
-            # read() has just checked the cache against the file on disk.
-            known = None if self._cache is None else self._cache[2]
-            if self._fresh:
-                known = ""
-                self._recorded = None
-            elif known is None:
-                known = "".join(json.dumps(entry) + "\n" for entry in entries)
+            before = None if self._fresh else self._current()
             self._fresh = False
+            entries: list[Entry] = [] if before is None else list(before.entries)
+            text = "" if before is None else before.text
+            if text is None:
+                text = "".join(json.dumps(entry) + "\n" for entry in entries)
             entries.append(list(command))
-            text = known + json.dumps(list(command)) + "\n"
+            text += json.dumps(list(command)) + "\n"
             atomic_write(self.path, text)
-            st = os.stat(self.path)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            recorded, cache = self._recorded, self._cache
-            if recorded is not None and cache is not None and recorded[0] == cache[0]:
-                # The set matched the file we just extended: extend it too, not rebuild it.
-                recorded[1].add(tuple(command))
-                self._recorded = (key, recorded[1])
-            self._cache = (key, entries, text)
+            after = _Snapshot(_stat_key(self.path), entries, text)
+            if before is not None and before._commands is not None:
+                after._commands = before._commands  # extended, not built again
+                after._commands.add(tuple(command))
+            self._snapshot = after
 
     def is_recorded(self, command: Sequence[str]) -> bool:
         """Whether the file (as it is now) holds this command; after --no-resume, before the
         first record, nothing counts."""
-        if self._fresh:
-            return False
-        self.read()
-        if self._cache is None:
-            return False
-        if self._recorded is None or self._recorded[0] != self._cache[0]:
-            self._recorded = (self._cache[0], recorded_set(self._cache[1]))
-        return tuple(command) in self._recorded[1]
+        snapshot = None if self._fresh else self._current()
+        return snapshot is not None and tuple(command) in snapshot.commands
 
     # -- claims: which process is running which command ---------------------------------
     # A claim is an OS lock (flock) on a small file per command: it vanishes with its
