@@ -259,5 +259,10 @@ class SubprocessExecutor:
         return code
 
     def close(self) -> None:
-        """Let the guardian go; call when no child runs any more."""
+        """Let the guardian go and release the descriptors; call when no child runs any more
+        (the Python API may run many sets in one process)."""
         self._guardian.close()
+        self._selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
