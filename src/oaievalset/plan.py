@@ -79,11 +79,10 @@ def plan_json(
 
 def list_sets(registry: Registry) -> list[dict[str, Any]]:
     """Every eval set of every root, with the file that defines it."""
-    sets = []
-    for name in registry.eval_set_names():
-        entry = registry._entries("eval_sets")[name]
-        sets.append({"name": name, "file": str(entry.file), "alias_of": entry.alias})
-    return sets
+    return [
+        {"name": entry.name, "file": str(entry.file), "alias_of": entry.alias}
+        for entry in registry.eval_set_entries()
+    ]
 
 
 def list_sets_text(sets: list[dict[str, Any]]) -> str:

@@ -180,6 +180,10 @@ class Registry:
     def eval_set_names(self) -> list[str]:
         return list(self._entries("eval_sets"))
 
+    def eval_set_entries(self) -> list[Entry]:
+        """Every eval set entry of every root, in registry order, aliases unresolved."""
+        return list(self._entries("eval_sets").values())
+
     def get_eval_set(self, name: str) -> EvalSetSpec | None:
         """The set called `name` after aliases, or None if no root defines it."""
         if name not in self._entries("eval_sets"):
