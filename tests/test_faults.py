@@ -6,6 +6,7 @@ import json
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -229,3 +230,36 @@ def test_a_held_lock_times_out_with_a_clear_error(
     assert f"could not lock {state_dir / 'lock'}" in err
     assert not progress_file(isolated, "dummy", "zz-chain").exists()
     assert fake.started() == []
+
+
+def test_a_record_waits_for_a_filelock_holder_and_then_lands(tmp_path: Path) -> None:
+    """The lock is taken with a bare flock when free; a holder that took it through filelock
+    (another tool, or our own slow path) still excludes the record until it lets go."""
+    from oaievalset.progress import ProgressFile
+
+    progress = ProgressFile(tmp_path / "dummy.set.progress.txt")
+    progress.prepare()
+    released = tmp_path / "released"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib, filelock\n"
+            "with filelock.FileLock(sys.argv[1]):\n"
+            "    print('held', flush=True); time.sleep(0.5)\n"
+            "    pathlib.Path(sys.argv[2]).write_text('')\n",
+            str(progress.state_dir / "lock"),
+            str(released),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        progress.record(["oaieval", "dummy", "a.dev.v0"])
+        # The record could only start once the holder had finished its critical section.
+        assert released.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert recorded(progress.path) == ["a.dev.v0"]

@@ -237,8 +237,6 @@ def execute(
                         slot.result.status = DONE_ELSEWHERE
                         continue
                 start(slot)
-            if running:
-                progress.warm()
             if stopping and not running:
                 break
             if not running:
