@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,11 +88,17 @@ def original_env(venv: Path, extra: dict[str, str] | None = None) -> dict[str, s
     return {**os.environ, "OPENAI_API_KEY": "sk-benchmark", **(extra or {})}
 
 
-def fake_bin(script: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="oaieval-bin-", dir=WORK))
+def fake_bin(name: str, script: str | None = None) -> Path:
+    """A folder holding an `oaieval`: the script given, or else /bin/true itself."""
+    folder = WORK / f"bin-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
     exe = folder / "oaieval"
-    exe.write_text(script)
-    exe.chmod(0o755)
+    exe.unlink(missing_ok=True)
+    if script is None:
+        exe.symlink_to(shutil.which("true") or "/bin/true")
+    else:
+        exe.write_text(script)
+        exe.chmod(0o755)
     return folder
 
 
@@ -176,7 +181,7 @@ def bench_plan(rounds: int) -> None:
 
     venv = original_venv()
     upstream = openai_evals_registry()
-    true_bin = fake_bin("#!/bin/sh\nexit 0\n")
+    true_bin = fake_bin("true")
     ours_env = with_path(true_bin)
     theirs_env = original_env(venv, {"PATH": f"{true_bin}{os.pathsep}{os.environ['PATH']}"})
     ours, theirs = side_by_side(
@@ -238,7 +243,7 @@ def bench_overhead(rounds: int = 3) -> None:
     first100 = root / "eval_sets" / "first100.yaml"
     if not first100.exists():  # written once: a fresh file is not cached, and would be parsed
         first100.write_text('gen-first100:\n  evals: ["gen0000*"]\n')
-    true_bin = fake_bin("#!/bin/sh\nexit 0\n")
+    true_bin = fake_bin("true")
     env = with_path(true_bin)
     keys = [f"gen{f:05d}-{e:03d}.dev.v0" for f in range(50) for e in range(10)]
     times: dict[int, tuple[float, float]] = {}
@@ -279,7 +284,7 @@ def bench_parallel(sleep: float = 1.0, count: int = 8) -> None:
         "".join(f"par-{i}.dev.v0:\n  class: m:C\n" for i in range(count))
     )
     (root / "eval_sets" / "par.yaml").write_text('par:\n  evals: ["par-*"]\n')
-    sleeper = fake_bin(f"#!/bin/sh\nsleep {sleep}\n")
+    sleeper = fake_bin("sleep", f"#!/bin/sh\nsleep {sleep}\n")
     env = with_path(sleeper)
     say(f"parallel efficiency, {count} evals that each sleep {sleep:g} s:")
     walls: dict[int, float] = {}

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -22,6 +23,8 @@ from oaievalset.errors import ProgressError
 
 DEFAULT_PROGRESS_DIR = "/tmp/oaievalset"
 LOCK_TIMEOUT = 60.0  # seconds; the lock is only held to read and rewrite small files
+
+_UNSAFE = re.compile(r"[^\w.-]")  # replaced by _ in log file names
 
 Entry = Any  # a recorded line: a command (list of str), or whatever JSON another tool wrote
 
@@ -365,8 +368,7 @@ class ProgressFile:
 
     def log_path(self, command: Sequence[str]) -> Path:
         key = command[2] if len(command) > 2 else "eval"
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-        return self.state_dir / "logs" / f"{safe}.{command_id(command)[:8]}.log"
+        return Path(f"{self.state_dir}/logs/{_UNSAFE.sub('_', key)}.{command_id(command)[:8]}.log")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 # `[2026-01-01 12:00:00,000] [oaieval.py:253] accuracy: 0.5`, as both engines log it.
 _METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-]*): (.+)$")
 _HEADLINE_SKIP = ("boostrap_std", "bootstrap_std")
+REPORT_TAIL = 1 << 20  # bytes read from the end of a log to find its final report
 
 
 def _number(text: str) -> Any:
@@ -35,9 +37,17 @@ def read_final_report(log: Path | None) -> dict[str, Any]:
     if log is None:
         return {}
     try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        with open(log, "rb") as f:
+            # The report is at the end: a debug log may be huge, so read only its tail.
+            size = os.fstat(f.fileno()).st_size
+            if size > REPORT_TAIL:
+                f.seek(size - REPORT_TAIL)
+            data = f.read(REPORT_TAIL)
     except OSError:
         return {}
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > REPORT_TAIL:
+        lines = lines[1:]  # the first line read is cut
     start = None
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].rstrip().endswith("Final report:"):
