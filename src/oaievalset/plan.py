@@ -23,13 +23,15 @@ def plan_entries(
         if isinstance(line, list) and len(line) > 2 and isinstance(line[2], str):
             by_eval.setdefault(line[2], []).append(line)
     states = progress.read_state()
+    running = progress.claimed_elsewhere(commands)
     entries: list[dict[str, Any]] = []
     for command in commands:
-        state = states.get(command_id(command), {}) if states else {}
+        key = command_id(command)
+        state = states.get(key, {}) if states else {}
         entry: dict[str, Any] = {"eval": command[2], "command": command}
         if tuple(command) in done:
             entry["status"] = "done"
-        elif progress.state_dir.exists() and progress.is_claimed_elsewhere(command):
+        elif key in running:
             entry["status"] = "running"
         elif state.get("status") in ("failed", "timed out", "interrupted"):
             entry["status"] = state["status"]

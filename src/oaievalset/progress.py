@@ -311,6 +311,19 @@ class ProgressFile:
             return False
         return True
 
+    def claimed_elsewhere(self, commands: Sequence[Sequence[str]]) -> set[str]:
+        """The ids of the commands that another process holds now (one folder listing,
+        then a probe of only those that have a claim file)."""
+        try:
+            names = set(os.listdir(self.state_dir / "claims"))
+        except OSError:
+            return set()
+        return {
+            command_id(command)
+            for command in commands
+            if f"{command_id(command)}.lock" in names and self.is_claimed_elsewhere(command)
+        }
+
     def release(self, command: Sequence[str]) -> None:
         fd = self._claims.pop(command_id(command), None)
         if fd is not None:

@@ -220,7 +220,9 @@ class Registry:
         """The eval called `name` after aliases, or None if no root defines it."""
         if name not in self._entries("evals"):
             return None
-        entry = self._follow(name, "evals", "eval")
+        return self._eval_spec(self._follow(name, "evals", "eval"))
+
+    def _eval_spec(self, entry: Entry) -> EvalSpec:
         cls = entry.spec.get("class")
         if not isinstance(cls, str) or not cls:
             raise RegistryError(
@@ -252,33 +254,41 @@ class Registry:
 
     def get_evals(self, patterns: Sequence[str]) -> Iterator[EvalSpec]:
         """Every eval whose name matches a pattern, in registry order (as the original)."""
-        yield from self._match(patterns, set())
+        for name in self._matching(patterns, set()):
+            yield self._eval_spec(self._follow(name, "evals", "eval"))
 
-    def _match(self, patterns: Sequence[str], matched: set[str]) -> Iterator[EvalSpec]:
+    def _matching(self, patterns: Sequence[str], matched: set[str]) -> Iterator[str]:
+        """The eval names that match a pattern, in registry order; the patterns that match
+        something are added to `matched`."""
         exact = {p for p in patterns if "*" not in p}
-        wild = [p for p in patterns if "*" in p]
-        regex = re.compile("|".join(f"(?:{pattern_to_regex(p)})" for p in wild)) if wild else None
+        unseen = {p: re.compile(pattern_to_regex(p)) for p in patterns if "*" in p}
+        regex = (
+            re.compile("|".join(f"(?:{rx.pattern})" for rx in unseen.values())) if unseen else None
+        )
         for name in self._entries("evals"):
             hit = name in exact
             if hit:
                 matched.add(name)
             if regex is not None and regex.fullmatch(name):
                 hit = True
-                matched.update(p for p in wild if re.fullmatch(pattern_to_regex(p), name))
+                for pattern, rx in list(unseen.items()):  # each pattern is looked for once
+                    if rx.fullmatch(name):
+                        matched.add(pattern)
+                        del unseen[pattern]
             if hit:
-                spec = self.get_eval(name)
-                if spec is not None:
-                    yield spec
+                yield name
 
     def resolve(self, set_name: str) -> SetResolution:
         """The evals of a set, in registry order, with the entries that matched nothing."""
         eval_set = self.require_eval_set(set_name)
         matched: set[str] = set()
         evals: dict[str, EvalSpec] = {}
-        for spec in self._match(eval_set.evals, matched):
+        for name in self._matching(eval_set.evals, matched):
+            entry = self._follow(name, "evals", "eval")
             # An alias and its target both match `zz-*`: keep the first, as the original's
             # de-duplication of identical commands does.
-            evals.setdefault(spec.key, spec)
+            if entry.name not in evals:
+                evals[entry.name] = self._eval_spec(entry)
         unmatched = tuple(p for p in eval_set.evals if p not in matched)
         return SetResolution(eval_set=eval_set, evals=tuple(evals.values()), unmatched=unmatched)
 
@@ -295,7 +305,11 @@ def _read_root(root: Path, kind: str) -> Iterator[Entry]:
     where = root / kind
     cache: FolderCache | None = None
     if where.is_dir():
-        files = sorted(p for p in where.iterdir() if p.suffix == ".yaml" and p.is_file())
+        # Every file matching *.yaml, hidden ones included, as the original's Path.glob;
+        # is_file() comes from the listing, not from a stat per file.
+        with os.scandir(where) as listing:
+            names = sorted(e.name for e in listing if e.name.endswith(".yaml") and e.is_file())
+        files = [where / name for name in names]
         cache = FolderCache(where)
     elif where.is_file():
         files = [where]
