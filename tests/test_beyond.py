@@ -295,3 +295,56 @@ def test_a_tty_gets_a_live_line_and_a_pipe_does_not(fake: Fake) -> None:
     screen = b"".join(chunks).decode()
     assert proc.returncode == 0
     assert "running," in screen and "pending]" in screen
+
+
+def _long_journal(isolated: Path, eval_set: str) -> Path:
+    """A journal of many runs: 3,000 lines about three commands, one of them not in the set."""
+    from oaievalset.progress import command_id
+
+    state_dir = isolated / f"dummy.{eval_set}.progress.d"
+    state_dir.mkdir(parents=True)
+    commands = [
+        ["oaieval", "dummy", key, *R1] for key in ("zz-a.dev.v0", "zz-b.dev.v0", "zz-gone.v0")
+    ]
+    lines = []
+    for run in range(1000):
+        for command in commands:
+            status = "done" if run == 999 else "failed"
+            event: dict[str, Any] = {"id": command_id(command), "command": command}
+            event["status"] = status
+            if run == 0:
+                event["first_seen"] = True  # a field set once must survive the compaction
+            lines.append(json.dumps(event) + "\n")
+    journal = state_dir / "state.jsonl"
+    journal.write_text("".join(lines))
+    return journal
+
+
+def test_a_long_state_journal_is_compacted_by_a_run_that_is_alone(
+    fake: Fake, isolated: Path
+) -> None:
+    journal = _long_journal(isolated, "zz-order")
+    assert journal.stat().st_size > 256 * 1024
+    assert main(["dummy", "zz-order", *R1]) == 0
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    # One line per command known before, then this run's two lines per eval.
+    assert len(lines) == 3 + 4
+    gone = state(isolated, "zz-order")["zz-gone.v0"]
+    assert gone["status"] == "done" and gone["first_seen"] is True
+    assert state(isolated, "zz-order")["zz-a.dev.v0"]["status"] == "done"
+
+
+def test_the_journal_is_left_whole_while_another_process_runs_on_the_set(
+    fake: Fake, isolated: Path
+) -> None:
+    import fcntl
+    import os
+
+    journal = _long_journal(isolated, "zz-order")
+    other = os.open(journal.parent / "active", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other, fcntl.LOCK_SH)  # as a running oaievalset holds it
+        assert main(["dummy", "zz-order", *R1]) == 0
+    finally:
+        os.close(other)
+    assert len(journal.read_text().splitlines()) == 3000 + 4

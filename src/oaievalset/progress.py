@@ -22,6 +22,7 @@ from typing import Any
 from oaievalset.errors import ProgressError
 
 DEFAULT_PROGRESS_DIR = "/tmp/oaievalset"
+STATE_COMPACT_AT = 256 * 1024  # bytes of state journal before a run compacts it
 LOCK_TIMEOUT = 60.0  # seconds; the lock is only held to read and rewrite small files
 
 _UNSAFE = re.compile(r"[^\w.-]")  # replaced by _ in log file names
@@ -128,6 +129,7 @@ class ProgressFile:
         self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
         self._state_fd: int | None = None  # the state journal, open for the whole run
         self._snapshot: _Snapshot | None = None
+        self._presence: int | None = None  # holds a shared flock on `active` during a run
 
     # -- reading -------------------------------------------------------------------------
 
@@ -185,9 +187,47 @@ class ProgressFile:
                 f"or set OAIEVALSET_PROGRESS_DIR"
             )
         # A lock that another process keeps holding fails the run here, before any eval
-        # runs, rather than after the first one.
+        # runs, rather than after the first one. Under it (so that no other process is
+        # between its own two steps), join the processes running on this file, and compact
+        # the journal if this one is alone.
         with self.locked():
-            pass
+            if self._join():
+                self._compact_state()
+            assert self._presence is not None
+            fcntl.flock(self._presence, fcntl.LOCK_SH)  # others may join; none may compact
+
+    def _join(self) -> bool:
+        """Mark this process as running on this progress file, until close(): a shared
+        flock on `active` in the state folder. True if no other process is running on it
+        (the lock could be taken exclusively), which is when the journal may be compacted."""
+        if self._presence is not None:
+            os.close(self._presence)
+        fd = os.open(self.state_dir / "active", os.O_RDWR | os.O_CREAT, 0o644)
+        self._presence = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _compact_state(self) -> None:
+        """Rewrite a large state journal with one line per command, its last state.
+
+        Only while no other process runs on this file (one would keep appending to the
+        journal it opened), and only when that at least halves it: a journal then grows
+        with the commands of the set, not with the number of runs.
+        """
+        try:
+            if self.state_path.stat().st_size <= STATE_COMPACT_AT:
+                return
+            lines = self.state_path.read_bytes().count(b"\n")
+        except OSError:
+            return
+        states = self.read_state()
+        if 2 * len(states) > lines:
+            return
+        with suppress(OSError):  # the journal only informs: a failed compaction loses nothing
+            atomic_write(self.state_path, "".join(json.dumps(s) + "\n" for s in states.values()))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -378,6 +418,9 @@ class ProgressFile:
         for fd in self._claims.values():
             os.close(fd)
         self._claims.clear()
+        if self._presence is not None:
+            os.close(self._presence)
+            self._presence = None
 
     def log_path(self, command: Sequence[str]) -> Path:
         key = command[2] if len(command) > 2 else "eval"
