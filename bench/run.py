@@ -351,7 +351,10 @@ def bench_install() -> None:
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
     before = _size(venv)
     began = time.perf_counter()
-    subprocess.run([*pip, "install", "--quiet", str(ROOT)], check=True)
+    # Quiet unless it fails: pip's warnings about this machine's index settings are noise.
+    done = subprocess.run([*pip, "install", "--quiet", str(ROOT)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"installing oaievalset failed:\n{done.stderr}")
     took = time.perf_counter() - began
     added = (_size(venv) - before) / 1e6
     listed = subprocess.run([*pip, "list", "--format", "json"], capture_output=True, text=True)
