@@ -202,7 +202,13 @@ class ProgressFile:
         (the lock could be taken exclusively), which is when the journal may be compacted."""
         if self._presence is not None:
             os.close(self._presence)
-        fd = os.open(self.state_dir / "active", os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.state_dir / "active"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ProgressError(
+                f"cannot open {path} ({exc.strerror}); make {self.state_dir} writable"
+            ) from None
         self._presence = fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
