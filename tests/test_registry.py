@@ -85,6 +85,19 @@ def test_a_changed_file_is_never_served_stale(cached: Path) -> None:
     assert Registry([cached]).require_eval("ev-1").cls == "m:B"
 
 
+def test_the_cache_forgets_files_that_are_gone(cached: Path) -> None:
+    import marshal
+
+    extra = cached / "evals" / "extra.yaml"
+    extra.write_text("ev-2:\n  class: m:C\n")
+    assert Registry([cached]).require_eval("ev-2").cls == "m:C"
+    (cache_file,) = (cached.parent / "cache" / "oaievalset").glob("yaml-*.marshal")
+    assert str(extra) in marshal.loads(cache_file.read_bytes())
+    extra.unlink()
+    assert Registry([cached]).get_eval("ev-2") is None
+    assert set(marshal.loads(cache_file.read_bytes())) == {str(cached / "evals" / "e.yaml")}
+
+
 def test_no_cache_when_asked(cached: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OAIEVALSET_NO_CACHE", "1")
     assert Registry([cached]).require_eval("ev-1").cls == "m:A"

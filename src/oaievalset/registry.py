@@ -315,12 +315,14 @@ def _read_root(root: Path, kind: str) -> Iterator[Entry]:
         files = [where]
     else:
         return
+    complete = False
     try:
         for file in files:
             yield from _entries_of(file, root, cache.load(file) if cache else load_yaml(file))
+        complete = True
     finally:
         if cache is not None:
-            cache.save()
+            cache.save(complete)
 
 
 def _entries_of(file: Path, root: Path, data: Any) -> Iterator[Entry]:

@@ -58,6 +58,7 @@ class FolderCache:
 
     def __init__(self, folder: Path) -> None:
         self._entries: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
+        self._seen: set[str] = set()  # the files asked for in this load
         self._dirty = False
         base = cache_dir()
         self._file: Path | None = None
@@ -79,6 +80,7 @@ class FolderCache:
         except OSError:
             return load_yaml(path)  # let load_yaml report the problem
         key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        self._seen.add(str(path))
         hit = self._entries.get(str(path))
         if hit is not None and tuple(hit[0]) == key:
             return hit[1]
@@ -92,8 +94,16 @@ class FolderCache:
             self._dirty = True
         return data
 
-    def save(self) -> None:
-        """Write the cache if it changed; a cache that cannot be written is simply skipped."""
+    def save(self, complete: bool = False) -> None:
+        """Write the cache if it changed; a cache that cannot be written is simply skipped.
+
+        After a complete load of the folder, files that were not asked for (removed or
+        renamed since) are dropped from it, so that it does not grow with old files.
+        """
+        if complete:
+            for gone in self._entries.keys() - self._seen:
+                del self._entries[gone]
+                self._dirty = True
         if not self._dirty or self._file is None:
             return
         import tempfile  # only when the cache changed: it is slow to import
