@@ -349,41 +349,67 @@ def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> N
 
 
 def bench_install() -> None:
+    """A real install of ours (size on disk, time), and both dependency trees by a
+    dry-run resolution, compared by package count and by the size of the archives pip
+    would fetch (each wheel or sdist, measured at its index: a local file, or a HEAD request)."""
     venv = WORK / "install-ours"
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
     before = _size(venv)
     began = time.perf_counter()
-    # Quiet unless it fails: pip's warnings about this machine's index settings are noise.
-    done = subprocess.run([*pip, "install", "--quiet", str(ROOT)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"installing oaievalset failed:\n{done.stderr}")
+    _pip(pip, "install", str(ROOT))
     took = time.perf_counter() - began
     added = (_size(venv) - before) / 1e6
-    listed = subprocess.run([*pip, "list", "--format", "json"], capture_output=True, text=True)
-    count = len(json.loads(listed.stdout)) - 1  # minus pip itself
-    report = WORK / "original-install-report.json"
-    subprocess.run(
-        [
-            *pip,
-            "install",
-            "--quiet",
-            "--dry-run",
-            "--ignore-installed",
-            "--report",
-            str(report),
-            "evals==3.0.1.post1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    theirs = len(json.loads(report.read_text())["install"])
+    say(f"install: ours {added:.0f} MB on disk, {took:.1f} s (pip, from the index);")
+
+    wheel_dir = WORK / "install-wheel"
+    shutil.rmtree(wheel_dir, ignore_errors=True)
+    _pip(pip, "wheel", "--no-deps", "--wheel-dir", str(wheel_dir), str(ROOT))
+    own_wheel = sum(f.stat().st_size for f in wheel_dir.glob("*.whl"))
+    trees = {}
+    for side, requirement in (("ours", str(ROOT)), ("original", "evals==3.0.1.post1")):
+        report = WORK / f"{side}-install-report.json"
+        _pip(
+            pip, "install", "--dry-run", "--ignore-installed", "--report", str(report), requirement
+        )
+        urls = [item["download_info"]["url"] for item in json.loads(report.read_text())["install"]]
+        sizes = _archive_sizes([u for u in urls if not u.startswith("file://" + str(ROOT))])
+        trees[side] = (len(urls), sum(sizes) + (own_wheel if side == "ours" else 0))
+    (n_ours, b_ours), (n_theirs, b_theirs) = trees["ours"], trees["original"]
     say(
-        f"install: ours {count} packages, {added:.0f} MB, {took:.1f} s (pip, from the package "
-        f"index);\n         original {theirs} packages by a dry-run resolution"
+        f"         resolution: ours {n_ours} packages, {b_ours / 1e6:.1f} MB of archives; "
+        f"original {n_theirs} packages, {b_theirs / 1e6:.0f} MB;"
+    )
+    say(
+        f"         ratio {n_ours / n_theirs:.3f} in packages, "
+        f"{b_ours / b_theirs:.3f} in download size"
     )
     shutil.rmtree(venv, ignore_errors=True)
+    shutil.rmtree(wheel_dir, ignore_errors=True)
+
+
+def _pip(pip: Sequence[str], *args: str) -> None:
+    # Quiet unless it fails: pip's warnings about this machine's index settings are noise.
+    done = subprocess.run([*pip, *args, "--quiet"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"pip {' '.join(args)} failed:\n{done.stderr}")
+
+
+def _archive_sizes(urls: Sequence[str]) -> list[int]:
+    """The size of each archive: a local file's, or the Content-Length its server gives."""
+    import urllib.parse
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def size(url: str) -> int:
+        if url.startswith("file://"):
+            return os.path.getsize(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
+            return int(r.headers["Content-Length"])
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(size, urls))
 
 
 def _size(path: Path) -> int:
