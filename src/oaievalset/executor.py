@@ -59,10 +59,14 @@ def find_executable(name: str) -> str | None:
 def check_executable(command: Sequence[str]) -> None:
     """Fail before anything is written when the eval command cannot be found."""
     if find_executable(command[0]) is None:
-        raise LaunchError(
-            f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
-            f"or put an oaieval on PATH"
-        )
+        raise _not_found(command[0])
+
+
+def _not_found(name: str) -> LaunchError:
+    return LaunchError(
+        f"'{name}' not found on PATH; install oaievalset (it provides oaieval) "
+        f"or put an oaieval on PATH"
+    )
 
 
 # The guardian: a small process that outlives oaievalset only to stop its children.
@@ -143,7 +147,6 @@ class _Child:
         self.proc = proc
         self.log = log  # a descriptor, opened for appending
         self.echo = echo
-        self.exited = False
 
     def terminate(self) -> None:
         if self.proc.poll() is None:
@@ -211,10 +214,7 @@ class SubprocessExecutor:
             )
         except FileNotFoundError:
             os.close(log)
-            raise LaunchError(
-                f"'{command[0]}' not found on PATH; install oaievalset (it provides oaieval) "
-                f"or put an oaieval on PATH"
-            ) from None
+            raise _not_found(command[0]) from None
         except PermissionError:
             os.close(log)
             raise LaunchError(f"'{command[0]}' is not executable; check its permissions") from None

@@ -27,7 +27,7 @@ def plan_entries(
     entries: list[dict[str, Any]] = []
     for command in commands:
         key = command_id(command)
-        state = states.get(key, {}) if states else {}
+        state = states.get(key, {})
         entry: dict[str, Any] = {"eval": command[2], "command": command}
         if tuple(command) in done:
             entry["status"] = "done"

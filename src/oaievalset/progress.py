@@ -226,11 +226,11 @@ class ProgressFile:
         try:
             if self.state_path.stat().st_size <= STATE_COMPACT_AT:
                 return
-            lines = self.state_path.read_bytes().count(b"\n")
+            lines = self.state_path.read_bytes().decode("utf-8", "replace").splitlines()
         except OSError:
             return
-        states = self.read_state()
-        if 2 * len(states) > lines:
+        states = _merge_states(lines)
+        if 2 * len(states) > len(lines):
             return
         with suppress(OSError):  # the journal only informs: a failed compaction loses nothing
             atomic_write(self.state_path, "".join(json.dumps(s) + "\n" for s in states.values()))
@@ -350,8 +350,9 @@ class ProgressFile:
         return True
 
     def is_claimed_elsewhere(self, command: Sequence[str]) -> bool:
-        if not self._claim_path(command).exists():
-            return False
+        return self._claim_path(command).exists() and self._held_by_other(command)
+
+    def _held_by_other(self, command: Sequence[str]) -> bool:
         if self.try_claim(command):
             self.release(command)
             return False
@@ -367,7 +368,7 @@ class ProgressFile:
         return {
             command_id(command)
             for command in commands
-            if f"{command_id(command)}.lock" in names and self.is_claimed_elsewhere(command)
+            if f"{command_id(command)}.lock" in names and self._held_by_other(command)
         }
 
     def release(self, command: Sequence[str]) -> None:
@@ -388,19 +389,11 @@ class ProgressFile:
         wins. It only informs (the progress file decides what is done), so a line cut
         short by a crash is skipped.
         """
-        states: dict[str, dict[str, Any]] = {}
         try:
             lines = self.state_path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
-            return states
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and isinstance(event.get("id"), str):
-                states.setdefault(event["id"], {}).update(event)
-        return states
+            return {}
+        return _merge_states(lines)
 
     def update_state(self, command: Sequence[str], **fields: Any) -> None:
         """Append a state change for a command. One write() of one line with O_APPEND, so
@@ -431,6 +424,19 @@ class ProgressFile:
     def log_path(self, command: Sequence[str]) -> Path:
         key = command[2] if len(command) > 2 else "eval"
         return Path(f"{self.state_dir}/logs/{_UNSAFE.sub('_', key)}.{command_id(command)[:8]}.log")
+
+
+def _merge_states(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The journal's lines merged by command id, later fields winning; bad lines skipped."""
+    states: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("id"), str):
+            states.setdefault(event["id"], {}).update(event)
+    return states
 
 
 def atomic_write(path: Path, text: str) -> None:

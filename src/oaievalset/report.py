@@ -20,16 +20,16 @@ _HEADLINE_SKIP = ("boostrap_std", "bootstrap_std")
 REPORT_TAIL = 1 << 20  # bytes read from the end of a log to find its final report
 
 
-def _number(text: str) -> Any:
+def parse_number(text: str) -> str | int | float:
+    """`3` as 3, `0.5` as 0.5 (and `nan` as nan), anything else as the text itself."""
     try:
         return int(text)
     except ValueError:
         pass
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         return text
-    return value
 
 
 def read_final_report(log: Path | None) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def read_final_report(log: Path | None) -> dict[str, Any]:
         match = _METRIC.match(line.strip())
         if not match:
             break
-        metrics[match.group(1)] = _number(match.group(2).strip())
+        metrics[match.group(1)] = parse_number(match.group(2).strip())
     return metrics
 
 

@@ -86,24 +86,15 @@ def get_parser() -> argparse.ArgumentParser:
 
 def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
     """`k1=v1,k2=v2` as a dict, numbers as numbers (as the original)."""
+    from oaievalset.report import parse_number
+
     pairs: dict[str, str | int | float] = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise EngineError(f"{option}: '{item}' is not key=value; write k1=v1,k2=v2")
-        pairs[key] = _number(value)
+        pairs[key] = parse_number(value)
     return pairs
-
-
-def _number(text: str) -> str | int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def run(args: argparse.Namespace) -> str:
