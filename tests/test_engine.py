@@ -243,6 +243,14 @@ def test_extra_eval_params_reach_the_eval(
     assert read_record(record)[-1]["final_report"]["accuracy"] == 0.25  # only "4" matches
 
 
+def test_the_record_names_the_arguments_it_was_run_with(registry: Path, tmp_path: Path) -> None:
+    code, record = run_eval(registry, tmp_path, "--max_samples", "2", model="dummy")
+    assert code == 0
+    command = read_record(record)[0]["spec"]["run_config"]["command"]
+    assert command.startswith("oaieval dummy qa-match --registry_path ")
+    assert command.endswith(" --max_samples 2")
+
+
 def test_a_bad_extra_eval_param_is_a_clear_error(
     registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

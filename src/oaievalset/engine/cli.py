@@ -97,8 +97,9 @@ def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
     return pairs
 
 
-def run(args: argparse.Namespace) -> str:
-    """Run the eval; returns the run id."""
+def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """Run the eval (`argv`, the arguments it was parsed from, go into the record); returns
+    the run id."""
     from oaievalset.engine.completions import make_completion_fn
     from oaievalset.engine.evals import eval_class, make_eval
     from oaievalset.engine.recorder import Recorder, json_safe, new_run_id
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> str:
             "eval_spec": eval_spec,
             "seed": args.seed,
             "max_samples": args.max_samples,
-            "command": " ".join(shlex.quote(a) for a in [PROG, *sys.argv[1:]]),
+            "command": " ".join(shlex.quote(a) for a in [PROG, *argv]),
             "initial_settings": {"visible": visible},
         },
         "created_by": args.user,
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(args_list)
     _configure_logging(args.log_to_file, args.debug)
     try:
-        run(args)
+        run(args, args_list)
     except OaiEvalSetError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
