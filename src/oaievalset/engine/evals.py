@@ -48,10 +48,12 @@ def fuzzy_match(a: str, b: str) -> bool:
 def f1_score(prediction: str, answers: Sequence[str]) -> float:
     """The best token-overlap F1 of the prediction against any answer."""
 
+    predicted = normalize(prediction).split()
+    predicted_counts = Counter(predicted)
+
     def one(answer: str) -> float:
-        predicted = normalize(prediction).split()
         truth = normalize(answer).split()
-        same = sum((Counter(predicted) & Counter(truth)).values())
+        same = sum((predicted_counts & Counter(truth)).values())
         if same == 0:
             return 0.0
         precision, recall = same / len(predicted), same / len(truth)
@@ -141,7 +143,9 @@ class Eval:
         raise NotImplementedError
 
     def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
-        raise NotImplementedError
+        """Evaluate the samples; by default the report is the accuracy of the matches."""
+        self.eval_all_samples(recorder, self.get_samples(), max_samples)
+        return self.match_report(recorder)
 
     def sample(self, prompt: Prompt, recorder: Recorder, **kwargs: Any) -> str:
         sampled = self.completion_fn(prompt, **kwargs)
@@ -280,10 +284,6 @@ class Match(Eval):
             options=expected,
         )
 
-    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
-        self.eval_all_samples(recorder, self.get_samples(), max_samples)
-        return self.match_report(recorder)
-
 
 class TestMatch(Match):
     """The `test-match` eval: Match on three samples that it carries itself."""
@@ -323,10 +323,6 @@ class Includes(Eval):
         haystack = sampled.lower() if self.ignore_case else sampled
         found = any((a.lower() if self.ignore_case else a) in haystack for a in answers)
         recorder.record_match(found, expected=sample["ideal"], picked=sampled, sampled=sampled)
-
-    def run(self, recorder: Recorder, max_samples: int | None = None) -> dict[str, Any]:
-        self.eval_all_samples(recorder, self.get_samples(), max_samples)
-        return self.match_report(recorder)
 
 
 class _Limited(Eval):
