@@ -119,12 +119,14 @@ class Registry:
 
     def _load(self, kind: str) -> dict[str, Entry]:
         bundled = os.path.realpath(bundled_registry_path())
-        per_root = [(root, list(_read_root(root, kind))) for root in self.roots]
+        per_root = [
+            (os.path.realpath(root) == bundled, list(_read_root(root, kind))) for root in self.roots
+        ]
 
         # A name defined twice outside the bundled registry is an error, as in the original.
         others: dict[str, Entry] = {}
-        for root, entries in per_root:
-            if os.path.realpath(root) == bundled:
+        for is_bundled, entries in per_root:
+            if is_bundled:
                 continue
             for entry in entries:
                 first = others.get(entry.name)
@@ -139,8 +141,7 @@ class Registry:
         # that root's definition, in that root's place (so an openai/evals registry loads
         # beside ours).
         merged: dict[str, Entry] = {}
-        for root, entries in per_root:
-            is_bundled = os.path.realpath(root) == bundled
+        for is_bundled, entries in per_root:
             for entry in entries:
                 if is_bundled and entry.name in others:
                     continue
