@@ -11,18 +11,11 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from oaievalset.console import highlight, use_color
-from oaievalset.errors import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    LaunchError,
-    OaiEvalSetError,
-)
+from oaievalset.console import GuardedStdout, VersionAction
+from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
 
 if TYPE_CHECKING:
     from oaievalset.executor import Executor
-    from oaievalset.progress import ProgressFile
     from oaievalset.registry import Registry
 
 # The registry, progress and runner modules are imported where they are used, so that
@@ -87,6 +80,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="Stop at the first eval that fails.",
     )
     ours = parser.add_argument_group("beyond the original")
+    ours.add_argument("--version", action=VersionAction, help="Show the version and exit.")
     ours.add_argument(
         "-j",
         "--jobs",
@@ -160,185 +154,23 @@ def run(
 
     Errors the user can fix raise an OaiEvalSetError before anything runs.
     """
-    from oaievalset import runner
-    from oaievalset.commands import build_commands
-    from oaievalset.executor import SubprocessExecutor, check_executable
-    from oaievalset.progress import ProgressFile, format_entry, progress_path, recorded_set
-    from oaievalset.registry import Registry
+    from oaievalset.session import Settings, run_set
 
-    color = use_color(sys.stdout) if color is None else color
-    registry = registry or Registry()
-    if args.registry_path:
-        registry.add_registry_paths(args.registry_path)
-
-    resolution = registry.resolve(args.eval_set)
-    for pattern in resolution.unmatched:
-        # The original skips these silently; a typo in a set should at least be visible.
-        print(
-            f"{PROG}: warning: eval set '{resolution.eval_set.key}' lists '{pattern}', "
-            f"which matches no eval; skipped",
-            file=sys.stderr,
-        )
-    commands = build_commands(
-        args.model,
-        (spec.key for spec in resolution.evals),
-        unknown_args,
-        args.registry_path,
-        run_command,
+    settings = Settings(
+        model=args.model,
+        eval_set=args.eval_set,
+        passthrough=list(unknown_args),
+        registry_paths=args.registry_path,
+        resume=args.resume,
+        exit_on_error=args.exit_on_error,
+        jobs=_opt(args, "jobs", 1),
+        timeout=_opt(args, "timeout", None),
+        attempts=_opt(args, "attempts", 1),
+        plan=_opt(args, "plan", False),
+        json=_opt(args, "json", False),
+        run_command=run_command,
     )
-    progress = ProgressFile(progress_path(args.model, args.eval_set), fresh=not args.resume)
-
-    if _opt(args, "plan", False):
-        from oaievalset import plan
-
-        entries = plan.plan_entries(commands, progress, args.resume)
-        if _opt(args, "json", False):
-            print(plan.plan_json(args.model, args.eval_set, progress, entries))
-        else:
-            print(plan.plan_text(args.model, args.eval_set, progress, entries))
-        return EXIT_OK
-
-    completed = progress.read() if args.resume else []
-    if completed:
-        print(f"Loaded progress from {progress.path}")
-        # As the original: the count is of entries in the file, whatever command they hold.
-        print(f"{len(completed)}/{len(commands)} evals already completed:")
-        for entry in completed:
-            print("  " + format_entry(entry))
-
-    done = recorded_set(completed)
-    todo = [c for c in commands if tuple(c) not in done]
-    print("Going to run the following commands:")
-    for command in todo:
-        print("  " + " ".join(command))
-    sys.stdout.flush()
-
-    first = len(commands) - len(todo)
-    results: list[runner.Result] = []
-    exit_code = EXIT_OK
-    interrupted = False
-    if todo:
-        if executor is None:
-            try:
-                check_executable(todo[0])
-            except LaunchError:
-                # As the original, which fails at the first eval: its line comes first.
-                counter = f"({first + 1}/{len(commands)})"
-                print(highlight(f"Running command: {' '.join(todo[0])} {counter}", color))
-                raise
-        progress.prepare()
-        options = runner.RunOptions(
-            jobs=_opt(args, "jobs", 1),
-            timeout=_opt(args, "timeout", None),
-            attempts=_opt(args, "attempts", 1),
-            exit_on_error=args.exit_on_error,
-            color=color,
-            live=_opt(args, "jobs", 1) > 1 and sys.stdout.isatty(),
-        )
-        own = SubprocessExecutor() if executor is None else None
-        try:
-            results = runner.execute(
-                todo,
-                progress,
-                options,
-                executor or own,  # type: ignore[arg-type]  # one of the two is set
-                first_index=first,
-                total=len(commands),
-                out=sys.stdout,
-                err=sys.stderr,
-            )
-        except runner.Interrupted as stop:
-            results = stop.results
-            interrupted = True
-        finally:
-            progress.close()
-            if own is not None:
-                own.close()
-
-    failed = [r for r in results if r.status in runner.FAILURES]
-    if interrupted:
-        exit_code = EXIT_INTERRUPTED
-    elif failed:
-        exit_code = EXIT_FAILED
-    else:
-        print(highlight("All done!", color))
-    sys.stdout.flush()
-
-    if commands:
-        earlier = _earlier_results([c for c in commands if tuple(c) in done], progress)
-        ordered = _in_command_order(commands, earlier + results)
-        _summarize(args, progress, ordered, exit_code, interrupted, failed)
-    return exit_code
-
-
-def _earlier_results(commands: list[list[str]], progress: ProgressFile) -> list[Any]:
-    from pathlib import Path
-
-    from oaievalset import runner
-    from oaievalset.progress import command_id
-    from oaievalset.report import read_final_report
-
-    states = progress.read_state() if commands else {}
-    results = []
-    for command in commands:
-        state = states.get(command_id(command), {})
-        log = Path(state["log"]) if state.get("log") else None
-        results.append(
-            runner.Result(
-                command=command,
-                status=runner.DONE_EARLIER,
-                exit_code=state.get("exit_code"),
-                attempts=state.get("attempts", 0),
-                started=state.get("started"),
-                ended=state.get("ended"),
-                log=log,
-                metrics=read_final_report(log),
-            )
-        )
-    return results
-
-
-def _in_command_order(commands: list[list[str]], results: list[Any]) -> list[Any]:
-    by_command = {tuple(r.command): r for r in results}
-    return [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
-
-
-def _summarize(
-    args: OaiEvalSetArguments,
-    progress: ProgressFile,
-    results: list[Any],
-    exit_code: int,
-    interrupted: bool,
-    failed: list[Any],
-) -> None:
-    """The table on stderr (stdout keeps the original's lines), and the JSON report file."""
-    from oaievalset import report
-    from oaievalset.progress import atomic_write
-
-    err = sys.stderr
-    print("", file=err)
-    print(report.summary_table(results), file=err)
-    data = report.json_report(args.model, args.eval_set, progress.path, results, exit_code)
-    report_path = progress.state_dir / "report.json"
-    try:
-        progress.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(report_path, report.dumps(data) + "\n")
-        print(f"{PROG}: report: {report_path}", file=err)
-    except OSError as exc:
-        print(f"{PROG}: warning: could not write {report_path} ({exc.strerror})", file=err)
-    if interrupted:
-        print(
-            f"{PROG}: interrupted; the running evals were stopped and not recorded. "
-            f"Run the same command again to resume.",
-            file=err,
-        )
-    elif failed:
-        print(f"{PROG}: {len(failed)} eval(s) failed:", file=err)
-        for r in failed:
-            where = f"; log: {r.log}" if r.log else "; another oaievalset process had it"
-            print(f"  {' '.join(r.command)} ({r.status}{where})", file=err)
-        print(f"{PROG}: they are not recorded as completed; a resume retries them.", file=err)
-    err.flush()
+    return run_set(settings, registry, color=color, executor=executor)
 
 
 def _list_main(argv: Sequence[str]) -> int:
@@ -404,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `oaievalset` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # A closed stdout (`oaievalset ... | head -1`) must not cost the evals under way.
+    stdout, sys.stdout = sys.stdout, GuardedStdout(sys.stdout, PROG)
     try:
         if _wants_list(argv):
             return _list_main(argv)
@@ -422,10 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before or after the runner (which handles its own children): nothing to stop.
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # `oaievalset ... | head`: the reader left; not an error of ours.
-        return EXIT_FAILED
     finally:
+        sys.stdout = stdout
         signal.signal(signal.SIGTERM, previous)
 
 

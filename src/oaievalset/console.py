@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
-from collections.abc import Mapping
-from typing import IO
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
 
 _GREEN = "\033[1;32m"
 _RED = "\033[1;31m"
@@ -30,3 +32,78 @@ def highlight(text: str, color: bool) -> str:
 def alert(text: str, color: bool) -> str:
     """A `>>> text` line for failures, in bold red when colour is on."""
     return f"{_RED}>>> {text}{_RESET}" if color else f">>> {text}"
+
+
+class GuardedStdout:
+    """Standard output that survives its reader leaving (`oaievalset ... | head -1`).
+
+    The evals are costly work: when the pipe closes, the run goes on, says so once on
+    stderr, and what would have gone to stdout goes nowhere. The descriptor is pointed at
+    /dev/null, so that the interpreter's last flush does not fail either.
+    """
+
+    def __init__(self, stream: IO[str], prog: str) -> None:
+        self._stream = stream
+        self._prog = prog
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._lost()
+
+    def isatty(self) -> bool:
+        return not self._closed and self._stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _lost(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        import sys
+
+        with contextlib.suppress(OSError):
+            print(
+                f"{self._prog}: standard output was closed; the evals go on, and the summary "
+                f"still goes to stderr and to report.json",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+class VersionAction(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show the version and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("oaievalset")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            number = "unknown"
+        print(f"{parser.prog} {number}")
+        parser.exit()

@@ -7,6 +7,7 @@ import contextlib
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -41,6 +42,17 @@ class Executor(Protocol):
     def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
         """The jobs that ended, with their exit codes; [] if none did within timeout."""
         ...
+
+
+def describe_exit(code: int) -> str:
+    """`exit code 2`, or `killed by SIGKILL` for a negative code (Popen's way of saying a
+    signal ended the process)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def find_executable(name: str) -> str | None:

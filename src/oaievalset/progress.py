@@ -14,6 +14,7 @@ import json
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -121,8 +122,11 @@ class ProgressFile:
 
     def __init__(self, path: Path, fresh: bool = False) -> None:
         self.path = path
-        # With --no-resume the first record replaces whatever the file held, as the original.
+        # With --no-resume the first record drops what the file held when this run started
+        # (as the original), but keeps what other processes recorded since: see _stale.
         self._fresh = fresh
+        self._started_fresh = fresh
+        self._stale: Counter[str] = Counter()  # entries (as JSON text) held at the start
         stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
         self.state_dir = path.parent / f"{stem}.d"
         self._lock: Any = None  # a filelock.FileLock, made when first needed
@@ -195,6 +199,8 @@ class ProgressFile:
                 self._compact_state()
             assert self._presence is not None
             fcntl.flock(self._presence, fcntl.LOCK_SH)  # others may join; none may compact
+            if self._fresh:
+                self._stale = Counter(_entry_key(e) for e in self._readable_entries())
 
     def _join(self) -> bool:
         """Mark this process as running on this progress file, until close(): a shared
@@ -287,6 +293,28 @@ class ProgressFile:
             raise
         return fd
 
+    def _readable_entries(self) -> list[Entry]:
+        """The entries of the file as it is now; none if it cannot be parsed (a --no-resume
+        run replaces such a file, as the original does)."""
+        try:
+            snapshot = self._current()
+        except ProgressError:
+            return []
+        return [] if snapshot is None else snapshot.entries
+
+    def _since_start(self) -> list[Entry]:
+        """After --no-resume, before our first record: the entries recorded since this run
+        started (by other processes), in file order."""
+        left = Counter(self._stale)
+        kept = []
+        for entry in self._readable_entries():
+            key = _entry_key(entry)
+            if left[key] > 0:
+                left[key] -= 1
+            else:
+                kept.append(entry)
+        return kept
+
     def record(self, command: Sequence[str]) -> None:
         """Add a completed command to the file, under the lock, with an atomic replace.
 
@@ -295,10 +323,17 @@ class ProgressFile:
         does not serialize every entry again each time.
         """
         with self.locked():
-            before = None if self._fresh else self._current()
-            self._fresh = False
-            entries: list[Entry] = [] if before is None else list(before.entries)
-            text = "" if before is None else before.text
+            if self._fresh:
+                # The first record of a --no-resume run: a fresh record, which still keeps
+                # every entry recorded since this run started, by any process.
+                before = None
+                entries: list[Entry] = self._since_start()
+                text = None
+                self._fresh = False
+            else:
+                before = self._current()
+                entries = [] if before is None else list(before.entries)
+                text = "" if before is None else before.text
             if text is None:
                 text = "".join(json.dumps(entry) + "\n" for entry in entries)
             entries.append(list(command))
@@ -312,9 +347,22 @@ class ProgressFile:
 
     def is_recorded(self, command: Sequence[str]) -> bool:
         """Whether the file (as it is now) holds this command; after --no-resume, before the
-        first record, nothing counts."""
-        snapshot = None if self._fresh else self._current()
+        first record, only what was recorded since this run started counts."""
+        if self._fresh:
+            return tuple(command) in recorded_set(self._since_start())
+        snapshot = self._current()
         return snapshot is not None and tuple(command) in snapshot.commands
+
+    @property
+    def fresh(self) -> bool:
+        """Whether this is a --no-resume run (the first record starts a fresh record)."""
+        return self._started_fresh
+
+    @property
+    def kept_earlier_record(self) -> bool:
+        """True while a --no-resume run has recorded nothing: the file still holds the
+        record from before the run."""
+        return self._fresh
 
     # -- claims: which process is running which command ---------------------------------
     # A claim is an OS lock (flock) on a small file per command: it vanishes with its
@@ -424,6 +472,10 @@ class ProgressFile:
     def log_path(self, command: Sequence[str]) -> Path:
         key = command[2] if len(command) > 2 else "eval"
         return Path(f"{self.state_dir}/logs/{_UNSAFE.sub('_', key)}.{command_id(command)[:8]}.log")
+
+
+def _entry_key(entry: Entry) -> str:
+    return json.dumps(entry)
 
 
 def _merge_states(lines: Sequence[str]) -> dict[str, dict[str, Any]]:

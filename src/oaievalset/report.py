@@ -7,16 +7,23 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
+from oaievalset.progress import command_id
+from oaievalset.results import DONE_EARLIER, FAILED, FAILURES, Result
 
 if TYPE_CHECKING:
-    from oaievalset.runner import Result
+    from oaievalset.commands import Command
+    from oaievalset.progress import ProgressFile
 
 # `[2026-01-01 12:00:00,000] [oaieval.py:253] accuracy: 0.5`, as both engines log it.
 _METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-]*): (.+)$")
 _HEADLINE_SKIP = ("boostrap_std", "bootstrap_std")
+_LOGGED_TO = ". Logged to "
 REPORT_TAIL = 1 << 20  # bytes read from the end of a log to find its final report
 
 
@@ -32,10 +39,23 @@ def parse_number(text: str) -> str | int | float:
         return text
 
 
+class Outcome(NamedTuple):
+    """What an eval's log says it produced: its final metrics and the record it wrote."""
+
+    metrics: dict[str, Any]
+    record: str | None
+
+
 def read_final_report(log: Path | None) -> dict[str, Any]:
     """The metrics after the last "Final report:" line of an eval's log, or {}."""
+    return read_outcome(log).metrics
+
+
+def read_outcome(log: Path | None) -> Outcome:
+    """The metrics after the last "Final report:" line of an eval's log, and the record
+    path of its `Final report: {...}. Logged to PATH` line (both engines write both)."""
     if log is None:
-        return {}
+        return Outcome({}, None)
     try:
         with open(log, "rb") as f:
             # The report is at the end: a debug log may be huge, so read only its tail.
@@ -44,7 +64,7 @@ def read_final_report(log: Path | None) -> dict[str, Any]:
                 f.seek(size - REPORT_TAIL)
             data = f.read(REPORT_TAIL)
     except OSError:
-        return {}
+        return Outcome({}, None)
     lines = data.decode("utf-8", errors="replace").splitlines()
     if size > REPORT_TAIL:
         lines = lines[1:]  # the first line read is cut
@@ -54,14 +74,19 @@ def read_final_report(log: Path | None) -> dict[str, Any]:
             start = i + 1
             break
     if start is None:
-        return {}
+        return Outcome({}, None)
+    record = None
+    for line in reversed(lines[:start]):
+        if "Final report: " in line and _LOGGED_TO in line:
+            record = line.rpartition(_LOGGED_TO)[2].strip() or None
+            break
     metrics: dict[str, Any] = {}
     for line in lines[start:]:
         match = _METRIC.match(line.strip())
         if not match:
             break
         metrics[match.group(1)] = parse_number(match.group(2).strip())
-    return metrics
+    return Outcome(metrics, record)
 
 
 def headline(metrics: dict[str, Any], most: int = 2) -> str:
@@ -111,7 +136,11 @@ def summary_table(results: Sequence[Result]) -> str:
 
 
 def json_report(
-    model: str, eval_set: str, progress_file: Path, results: Sequence[Result], exit_code: int
+    model: str,
+    eval_set: str,
+    progress_file: Path,
+    results: Sequence[Result],
+    exit_code: int | None,
 ) -> dict[str, Any]:
     """The run summary for scripts."""
     evals: list[dict[str, Any]] = []
@@ -127,6 +156,7 @@ def json_report(
                 "ended": r.ended,
                 "duration": r.duration,
                 "log": str(r.log) if r.log else None,
+                "record": r.record,
                 "metrics": {k: _finite(v) for k, v in r.metrics.items()},
             }
         )
@@ -137,6 +167,7 @@ def json_report(
         "model": model,
         "eval_set": eval_set,
         "progress_file": str(progress_file),
+        "state": "running" if exit_code is None else "ended",
         "exit_code": exit_code,
         "counts": counts,
         "evals": evals,
@@ -152,3 +183,142 @@ def _finite(value: Any) -> Any:
 
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False)
+
+
+# -- one run's report file and closing lines ---------------------------------------------
+
+PROG = "oaievalset"
+
+
+def run_id() -> str:
+    """This run's name among the set's reports: its start time (UTC) and process id."""
+    import time
+
+    global _RUN_ID
+    if _RUN_ID is None:
+        _RUN_ID = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+    return _RUN_ID
+
+
+_RUN_ID: str | None = None
+
+
+def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list[Result]:
+    """Results for the commands recorded before this run, from the state journal."""
+    states = progress.read_state() if commands else {}
+    results = []
+    for command in commands:
+        state = states.get(command_id(command), {})
+        log = Path(state["log"]) if state.get("log") else None
+        outcome = read_outcome(log)
+        results.append(
+            Result(
+                command=command,
+                status=DONE_EARLIER,
+                exit_code=state.get("exit_code"),
+                attempts=state.get("attempts", 0),
+                started=state.get("started"),
+                ended=state.get("ended"),
+                log=log,
+                metrics=outcome.metrics,
+                record=outcome.record,
+            )
+        )
+    return results
+
+
+def begin(model: str, eval_set: str, progress: ProgressFile, commands: Sequence[Command]) -> None:
+    """Write this run's report as it starts (every eval pending), so that report.json never
+    describes another run, even if this one dies before it ends."""
+    results = [Result(list(c), "pending") for c in commands]
+    _write(progress, json_report(model, eval_set, progress.path, results, None))
+
+
+def conclude(
+    model: str,
+    eval_set: str,
+    progress: ProgressFile,
+    commands: Sequence[Command],
+    results: Sequence[Result],
+    exit_code: int,
+    err_color: bool = False,
+) -> None:
+    """The end of a run: the table on stderr (stdout keeps the original's lines), the JSON
+    report, and what a resume will do."""
+    from oaievalset.console import alert
+
+    err = sys.stderr
+    by_command = {tuple(r.command): r for r in results}
+    ordered = [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
+    print("", file=err)
+    print(summary_table(ordered), file=err)
+    path = _write(progress, json_report(model, eval_set, progress.path, ordered, exit_code))
+    if path is not None:
+        print(f"{PROG}: report: {path}", file=err)
+    failed = [r for r in ordered if r.status in FAILURES]
+    if exit_code == EXIT_INTERRUPTED:
+        print(f"{PROG}: {interrupted_line(progress, commands)}", file=err)
+    elif failed:
+        print(f"{PROG}: {len(failed)} eval(s) failed:", file=err)
+        for r in failed:
+            print(alert(f"{' '.join(r.command)} ({_failure_reason(r)})", err_color), file=err)
+        print(f"{PROG}: they are not recorded as completed; a resume retries them.", file=err)
+    err.flush()
+
+
+def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str:
+    """What an interrupt left, and what a resume (or running again) will do, truthfully."""
+    from oaievalset.progress import recorded_set
+
+    try:
+        recorded = recorded_set(progress.read())
+    except OaiEvalSetError:
+        recorded = set()
+    done = sum(tuple(c) in recorded for c in commands)
+    left = len(commands) - done
+    stopped = "interrupted; the running evals were stopped and not recorded."
+    if not progress.fresh:
+        return (
+            f"{stopped} {done} of {len(commands)} evals are recorded; "
+            f"run the same command again to run the other {left}."
+        )
+    if progress.kept_earlier_record:
+        return (
+            f"{stopped} This --no-resume run recorded nothing, so the progress file still "
+            f"holds the record from before it ({done} of {len(commands)} evals): a resume "
+            f"(the command without --no-resume) skips those and runs the other {left}; "
+            f"with --no-resume it starts over."
+        )
+    return (
+        f"{stopped} {done} of {len(commands)} evals are recorded; to run the other {left}, "
+        f"run the command without --no-resume (with it, everything runs again)."
+    )
+
+
+def _failure_reason(r: Result) -> str:
+    from oaievalset.executor import describe_exit
+
+    if r.log is None:
+        return f"{r.status}; another oaievalset process had it"
+    why = r.status
+    if r.status == FAILED and r.exit_code is not None:
+        why = f"{r.status}, {describe_exit(r.exit_code)}"
+    return f"{why}; log: {r.log}"
+
+
+def _write(progress: ProgressFile, data: dict[str, Any]) -> Path | None:
+    """reports/<run id>.json, then report.json as the latest report: each whole or not at
+    all, so that two runs at once each keep their own."""
+    from oaievalset.progress import atomic_write
+
+    data = {"run_id": run_id(), "pid": os.getpid(), **data}
+    text = dumps(data) + "\n"
+    latest = progress.state_dir / "report.json"
+    try:
+        (progress.state_dir / "reports").mkdir(parents=True, exist_ok=True)
+        atomic_write(progress.state_dir / "reports" / f"{run_id()}.json", text)
+        atomic_write(latest, text)
+    except OSError as exc:
+        print(f"{PROG}: warning: could not write {latest} ({exc.strerror})", file=sys.stderr)
+        return None
+    return latest

@@ -1,5 +1,10 @@
 """Run the commands of a set through an executor: up to N at once, skipping what is done,
-recording what completes as soon as it does, and collecting one result per command."""
+recording what completes as soon as it does, and collecting one result per command.
+
+The life of one eval is explicit: a `_Slot` moves through the phases below, and every
+move happens in one method of `_Run`. The loop itself only starts, waits and dispatches;
+what the terminal shows is `View`'s business.
+"""
 
 from __future__ import annotations
 
@@ -9,64 +14,36 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, NamedTuple
 
 from oaievalset.commands import Command
-from oaievalset.console import alert, highlight
-from oaievalset.executor import STOP_GRACE, Executor, Job
+from oaievalset.executor import STOP_GRACE, Executor, Job, describe_exit
 from oaievalset.progress import ProgressFile
-from oaievalset.report import read_final_report
+from oaievalset.report import read_outcome
+from oaievalset.results import (
+    DONE,
+    DONE_ELSEWHERE,
+    FAILED,
+    INCOMPLETE,
+    INTERRUPTED,
+    NOT_RUN,
+    TIMEOUT,
+    Result,
+)
+from oaievalset.view import View
+
+# Result is the runner's product: tests and the Python API take it from here.
+__all__ = ["Interrupted", "Result", "RunOptions", "execute"]
 
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
 BACKOFF_MAX = 10.0
 
-
-# -- results ----------------------------------------------------------------------------
-
-DONE = "done"  # completed in this run
-DONE_EARLIER = "done earlier"  # recorded before this run started
-DONE_ELSEWHERE = "done elsewhere"  # completed by another oaievalset process during this run
-FAILED = "failed"
-TIMEOUT = "timed out"
-INTERRUPTED = "interrupted"
-NOT_RUN = "not run"  # never started (an earlier failure stopped the run)
-INCOMPLETE = "incomplete"  # another process had it and did not complete it
-
-FAILURES = (FAILED, TIMEOUT, INCOMPLETE)
-
-
-class Result:
-    """What happened to one command."""
-
-    def __init__(
-        self,
-        command: Command,
-        status: str,
-        exit_code: int | None = None,
-        attempts: int = 0,
-        started: float | None = None,
-        ended: float | None = None,
-        log: Path | None = None,
-        metrics: dict[str, Any] | None = None,
-    ) -> None:
-        self.command = command
-        self.status = status
-        self.exit_code = exit_code
-        self.attempts = attempts
-        self.started = started
-        self.ended = ended
-        self.log = log
-        self.metrics: dict[str, Any] = metrics if metrics is not None else {}
-
-    def __repr__(self) -> str:
-        return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
-        return self.ended - self.started
+# Phases of a slot in the run loop (its Result.status says how it ended).
+PENDING = "pending"  # not started yet
+RUNNING = "running"
+WAITING = "waiting"  # failed, and waiting for its retry
+HELD = "held"  # another oaievalset process runs it
+ENDED = "ended"
 
 
 class RunOptions(NamedTuple):
@@ -74,8 +51,9 @@ class RunOptions(NamedTuple):
     timeout: float | None = None
     attempts: int = 1
     exit_on_error: bool = True
-    color: bool = False
+    color: bool = False  # colour on stdout
     live: bool = False  # a status line that redraws itself; only on a terminal
+    err_color: bool = False  # colour on stderr, decided for that stream
 
 
 class Interrupted(Exception):
@@ -87,17 +65,22 @@ class Interrupted(Exception):
 
 
 class _Slot:
-    """A command in the run loop, with its timers."""
+    """A command in the run loop: its phase, its result so far, and its timers."""
 
-    def __init__(self, command: Command, index: int, result: Result) -> None:
+    def __init__(self, command: Command, index: int) -> None:
         self.command = command
-        self.index = index
-        self.result = result
+        self.index = index  # for the `(i/N)` counter
+        self.result = Result(command, NOT_RUN)
+        self.phase = PENDING
         self.job: Job | None = None
         self.deadline: float | None = None  # the per-eval timeout
         self.kill_at: float | None = None  # SIGKILL if still running by then
         self.timed_out = False
         self.not_before = 0.0  # retry backoff
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.command)
 
 
 def execute(
@@ -115,204 +98,252 @@ def execute(
     `first_index` is how many of `total` were already done, for the `(i/N)` counter.
     Raises Interrupted on Ctrl-C or SIGTERM, after stopping every running child.
     """
-    slots = [
-        _Slot(command=list(c), index=first_index + i + 1, result=Result(list(c), NOT_RUN))
-        for i, c in enumerate(commands)
-    ]
-    pending: deque[_Slot] = deque(slots)
-    running: dict[int, _Slot] = {}
-    deferred: list[_Slot] = []  # held by another oaievalset process
-    stopping = False
+    slots = [_Slot(list(c), first_index + i + 1) for i, c in enumerate(commands)]
+    view = View(
+        out,
+        err,
+        options.color,
+        options.err_color,
+        options.live,
+        slots_of=lambda: slots,
+        show_log_tails=options.jobs > 1,  # at -j 1 the child's stderr was shown live
+    )
+    run = _Run(slots, progress, options, executor, view, total)
+    try:
+        run.loop()
+        run.settle_held()
+    except KeyboardInterrupt:
+        view.clear()
+        run.stop_all()
+        raise Interrupted([s.result for s in slots]) from None
+    view.clear()
+    return [s.result for s in slots]
 
-    def clear_live() -> None:
-        if options.live:
-            out.write("\r\033[K")
 
-    def draw_live() -> None:
-        if options.live:
-            ended = [s.result.status for s in slots]
-            out.write(
-                f"[{ended.count(DONE)} done, {sum(x in FAILURES for x in ended)} failed, "
-                f"{len(running)} running, {len(pending)} pending]"
+class _Run:
+    """One pass over the slots: every change of phase is a method here."""
+
+    def __init__(
+        self,
+        slots: list[_Slot],
+        progress: ProgressFile,
+        options: RunOptions,
+        executor: Executor,
+        view: View,
+        total: int,
+    ) -> None:
+        self.slots = slots
+        self.progress = progress
+        self.options = options
+        self.executor = executor
+        self.view = view
+        self.total = total
+        self.queue: deque[_Slot] = deque(slots)  # pending, and waiting for a retry
+        self.running: dict[int, _Slot] = {}  # by id() of the job
+        self.stopping = False  # an eval failed with --exit-on-error: start nothing new
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while self.queue or self.running:
+            self.start_what_may_start()
+            if self.stopping and not self.running:
+                self.give_up_waiting()
+                return
+            if not self.running:
+                if not self.queue:
+                    return
+                time.sleep(max(0.0, self.next_retry() - time.monotonic()))
+                continue
+            ended = self.executor.wait(self.wait_time())
+            self.enforce_timeouts()
+            for job, code in ended:
+                self.end(self.running.pop(id(job)), code)
+
+    def start_what_may_start(self) -> None:
+        """Up to `jobs` at once, nothing new once stopping, retries when their time comes."""
+        now = time.monotonic()
+        while self.queue and not self.stopping and len(self.running) < self.options.jobs:
+            slot = self.queue[0]
+            if slot.not_before > now:
+                return
+            self.queue.popleft()
+            if slot.phase == PENDING and not self.claim(slot):
+                continue
+            self.start(slot)
+
+    def wait_time(self) -> float | None:
+        """Until the next deadline: a timeout, a kill after a timeout, or a retry."""
+        wake = [s.deadline for s in self.running.values() if s.deadline and not s.timed_out]
+        wake += [s.kill_at for s in self.running.values() if s.kill_at]
+        if self.queue and not self.stopping and len(self.running) < self.options.jobs:
+            wake.append(self.next_retry())
+        return max(0.0, min(wake) - time.monotonic()) if wake else None
+
+    def next_retry(self) -> float:
+        return min(s.not_before for s in self.queue)
+
+    # -- transitions -------------------------------------------------------------------
+
+    def claim(self, slot: _Slot) -> bool:
+        """pending -> held (another process has it), ended (it recorded it), or claimed."""
+        if not self.progress.try_claim(slot.command):
+            self.view.warn(
+                f"oaievalset: {slot.name} is running in another oaievalset process; "
+                f"leaving it to that one"
             )
-            out.flush()
+            slot.phase = HELD
+            return False
+        if self.progress.is_recorded(slot.command):
+            self.progress.release(slot.command)
+            self.finish(slot, DONE_ELSEWHERE)
+            return False
+        return True
 
-    def say(line: str) -> None:
-        clear_live()
-        print(line, file=out, flush=True)
-        draw_live()
-
-    def warn(line: str) -> None:
-        clear_live()
-        out.flush()
-        print(line, file=err, flush=True)
-        draw_live()
-
-    def start(slot: _Slot) -> None:
-        slot.result.attempts += 1
-        log = progress.log_path(slot.command)
-        if slot.result.attempts == 1:  # a new run starts a new log; retries append to it
+    def start(self, slot: _Slot) -> None:
+        """pending or waiting -> running."""
+        result = slot.result
+        result.attempts += 1
+        log = self.progress.log_path(slot.command)
+        if result.attempts == 1:  # a new run starts a new log; retries append to it
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(log, 0)
-        slot.result.log = log
-        slot.result.started = slot.result.started or time.time()
+        result.log = log
+        result.started = result.started or time.time()
         slot.timed_out = False
-        say(
-            highlight(
-                f"Running command: {' '.join(slot.command)} ({slot.index}/{total})", options.color
-            )
-        )
-        slot.job = executor.start(slot.command, log, echo_stderr=options.jobs == 1)
-        now = time.monotonic()
-        slot.deadline = now + options.timeout if options.timeout else None
+        slot.phase = RUNNING  # before the line is drawn, so that the live line counts it
+        self.view.say(f"Running command: {slot.name} ({slot.index}/{self.total})")
+        slot.job = self.executor.start(slot.command, log, echo_stderr=self.options.jobs == 1)
+        slot.deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         slot.kill_at = None
-        running[id(slot.job)] = slot
-        progress.update_state(
+        self.running[id(slot.job)] = slot
+        self.progress.update_state(
             slot.command,
             status="running",
             pid=os.getpid(),
-            started=slot.result.started,
-            attempts=slot.result.attempts,
+            started=result.started,
+            ended=None,
+            exit_code=None,
+            attempts=result.attempts,
             log=str(log),
         )
 
-    def end(slot: _Slot, code: int) -> None:
+    def end(self, slot: _Slot, code: int) -> None:
+        """running -> ended (done, failed, timed out) or waiting (for a retry)."""
         result = slot.result
         result.exit_code = code
         result.ended = time.time()
         if code == 0 and not slot.timed_out:
-            progress.record(slot.command)
-            progress.release(slot.command)
-            result.status = DONE
-            result.metrics = read_final_report(result.log)
-            progress.update_state(
-                slot.command, status=DONE, exit_code=0, ended=result.ended, attempts=result.attempts
-            )
-            saved = f"Saved progress to {progress.path}"
-            if options.jobs > 1:  # several run at once: say which one ended
-                saved += f" (done: {' '.join(slot.command)})"
-            say(highlight(saved, options.color))
+            self.succeed(slot)
             return
-        why = "timed out" if slot.timed_out else f"exit code {code}"
-        if result.attempts < options.attempts and not stopping:
+        why = "timed out" if slot.timed_out else describe_exit(code)
+        if result.attempts < self.options.attempts and not self.stopping:
             delay = min(BACKOFF_BASE * 2 ** (result.attempts - 1), BACKOFF_MAX)
-            warn(
-                f"oaievalset: {' '.join(slot.command)} failed ({why}); "
-                f"retrying in {delay:g} s (attempt {result.attempts + 1}/{options.attempts})"
+            self.view.warn(
+                f"oaievalset: {slot.name} failed ({why}); "
+                f"retrying in {delay:g} s (attempt {result.attempts + 1}/{self.options.attempts})"
             )
+            slot.phase = WAITING
             slot.not_before = time.monotonic() + delay
-            pending.appendleft(slot)
+            self.queue.appendleft(slot)
             return
-        result.status = TIMEOUT if slot.timed_out else FAILED
-        result.metrics = {}
-        progress.release(slot.command)
-        progress.update_state(
-            slot.command,
-            status=result.status,
-            exit_code=code,
-            ended=result.ended,
-            attempts=result.attempts,
-        )
-        warn(alert(f"Failed: {' '.join(slot.command)} ({why}); log: {result.log}", options.color))
+        self.fail(slot, TIMEOUT if slot.timed_out else FAILED)
+        self.view.failure(f"Failed: {slot.name} ({why}); log: {result.log}", result.log)
 
-    try:
-        while pending or running:
-            now = time.monotonic()
-            # Start what may start: up to `jobs` at once, nothing new once stopping.
-            while pending and not stopping and len(running) < options.jobs:
-                slot = pending[0]
-                if slot.not_before > now:
-                    break
-                pending.popleft()
-                if slot.result.attempts == 0:
-                    if not progress.try_claim(slot.command):
-                        warn(
-                            f"oaievalset: {' '.join(slot.command)} is running in another "
-                            f"oaievalset process; leaving it to that one"
-                        )
-                        deferred.append(slot)
-                        continue
-                    if progress.is_recorded(slot.command):
-                        progress.release(slot.command)
-                        slot.result.status = DONE_ELSEWHERE
-                        continue
-                start(slot)
-            if stopping and not running:
-                break
-            if not running:
-                if not pending:
-                    break
-                time.sleep(max(0.0, min(s.not_before for s in pending) - time.monotonic()))
-                continue
-            # Wait for a child to end, or for the next deadline.
-            wake = [s.deadline for s in running.values() if s.deadline and not s.timed_out]
-            wake += [s.kill_at for s in running.values() if s.kill_at]
-            if pending and not stopping and len(running) < options.jobs:
-                wake.append(min(s.not_before for s in pending))
-            wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-            ended = executor.wait(wait)
-            now = time.monotonic()
-            for slot in running.values():
-                assert slot.job is not None
-                if slot.deadline and not slot.timed_out and now >= slot.deadline:
-                    slot.timed_out = True
-                    slot.kill_at = now + STOP_GRACE
-                    slot.job.terminate()
-                elif slot.kill_at and now >= slot.kill_at:
-                    slot.kill_at = None
-                    slot.job.kill()
-            for job, code in ended:
-                slot = running.pop(id(job))
-                end(slot, code)
-                if slot.result.status in FAILURES and options.exit_on_error:
-                    stopping = True
-        # Evals another process held: wait for it to let go, then see if it completed them.
-        for slot in deferred:
-            progress.wait_claim(slot.command)
-            progress.release(slot.command)
-            slot.result.status = (
-                DONE_ELSEWHERE if progress.is_recorded(slot.command) else INCOMPLETE
+    def succeed(self, slot: _Slot) -> None:
+        result = slot.result
+        self.progress.record(slot.command)
+        self.progress.release(slot.command)
+        outcome = read_outcome(result.log)
+        result.metrics, result.record = outcome.metrics, outcome.record
+        self.finish(slot, DONE)
+        saved = f"Saved progress to {self.progress.path}"
+        if self.options.jobs > 1:  # several run at once: say which one ended
+            saved += f" (done: {slot.name})"
+        self.view.say(saved)
+
+    def fail(self, slot: _Slot, status: str) -> None:
+        slot.result.metrics = {}
+        self.progress.release(slot.command)
+        self.finish(slot, status)
+        if self.options.exit_on_error:
+            self.stopping = True
+
+    def finish(self, slot: _Slot, status: str) -> None:
+        """Any phase -> ended, with the state journal told."""
+        result = slot.result
+        slot.phase = ENDED
+        result.status = status
+        if result.attempts:
+            self.progress.update_state(
+                slot.command,
+                status=status,
+                exit_code=result.exit_code,
+                started=result.started,
+                ended=result.ended,
+                attempts=result.attempts,
             )
-    except KeyboardInterrupt:
-        clear_live()
-        _stop_all(running, executor, progress)
-        raise Interrupted([s.result for s in slots]) from None
-    clear_live()
-    return [s.result for s in slots]
 
+    def enforce_timeouts(self) -> None:
+        """running past its deadline: SIGTERM, then SIGKILL after a grace period."""
+        now = time.monotonic()
+        for slot in self.running.values():
+            assert slot.job is not None
+            if slot.deadline and not slot.timed_out and now >= slot.deadline:
+                slot.timed_out = True
+                slot.kill_at = now + STOP_GRACE
+                slot.job.terminate()
+            elif slot.kill_at and now >= slot.kill_at:
+                slot.kill_at = None
+                slot.job.kill()
 
-def _stop_all(running: dict[int, _Slot], executor: Executor, progress: ProgressFile) -> None:
-    """Stop every running child: SIGTERM, then SIGKILL after a grace period. Nothing is
-    recorded as completed; the state says interrupted."""
-    # A second Ctrl-C while we stop the children must not leave them running.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for slot in running.values():
+    def give_up_waiting(self) -> None:
+        """Stopping: an eval waiting for its retry ends as its last attempt did."""
+        for slot in self.queue:
+            if slot.phase == WAITING:
+                self.finish(slot, TIMEOUT if slot.timed_out else FAILED)
+        self.queue.clear()
+
+    def settle_held(self) -> None:
+        """Evals another process held: wait for it to let go, then see if it completed them."""
+        for slot in self.slots:
+            if slot.phase == HELD:
+                self.progress.wait_claim(slot.command)
+                self.progress.release(slot.command)
+                recorded = self.progress.is_recorded(slot.command)
+                self.finish(slot, DONE_ELSEWHERE if recorded else INCOMPLETE)
+
+    def stop_all(self) -> None:
+        """Interrupted: stop every running child (SIGTERM, then SIGKILL after a grace
+        period); nothing more is recorded. Running and waiting evals end interrupted."""
+        # A second Ctrl-C while we stop the children must not leave them running.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._stop_children()
+            for slot in self.slots:
+                if slot.phase in (RUNNING, WAITING):
+                    slot.result.ended = time.time()
+                    self.progress.release(slot.command)
+                    # The state only informs; never let it hide the interrupt.
+                    with contextlib.suppress(Exception):
+                        self.finish(slot, INTERRUPTED)
+                    slot.phase = ENDED
+                    slot.result.status = INTERRUPTED
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_children(self) -> None:
+        for slot in self.running.values():
             if slot.job is not None:
                 slot.job.terminate()
-        left = dict(running)
-        for grace, stop in ((STOP_GRACE, "kill"), (STOP_GRACE, None)):
-            deadline = time.monotonic() + grace
+        left = dict(self.running)
+        for then_kill in (True, False):
+            deadline = time.monotonic() + STOP_GRACE
             while left and time.monotonic() < deadline:
-                for job, code in executor.wait(max(0.0, deadline - time.monotonic())):
+                for job, code in self.executor.wait(max(0.0, deadline - time.monotonic())):
                     if id(job) in left:
                         left.pop(id(job)).result.exit_code = code
-            if stop == "kill":
+            if then_kill:
                 for slot in left.values():
                     if slot.job is not None:
                         slot.job.kill()
-        for slot in running.values():
-            slot.result.status = INTERRUPTED
-            slot.result.ended = time.time()
-            progress.release(slot.command)
-            # The state only informs; never let it hide the interrupt.
-            with contextlib.suppress(Exception):
-                progress.update_state(
-                    slot.command,
-                    status=INTERRUPTED,
-                    exit_code=slot.result.exit_code,
-                    ended=slot.result.ended,
-                    attempts=slot.result.attempts,
-                )
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,230 @@
+"""One run of an eval set: resolve it, say what will run, run it, then reduce the results
+to an exit code and a report (nox's run-then-reduce). The CLI converts its arguments to
+`Settings` and calls `run_set`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from oaievalset.console import highlight, use_color
+from oaievalset.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LaunchError
+from oaievalset.results import FAILURES, Result
+
+if TYPE_CHECKING:
+    from oaievalset.commands import Command
+    from oaievalset.executor import Executor
+    from oaievalset.progress import ProgressFile
+    from oaievalset.registry import Registry
+
+PROG = "oaievalset"
+
+
+class Settings(NamedTuple):
+    """What a run of a set is asked to do, free of argparse."""
+
+    model: str
+    eval_set: str
+    passthrough: list[str]  # arguments for every oaieval, in their order
+    registry_paths: list[str] | None = None
+    resume: bool = True
+    exit_on_error: bool = True
+    jobs: int = 1
+    timeout: float | None = None
+    attempts: int = 1
+    plan: bool = False
+    json: bool = False
+    run_command: str = "oaieval"
+
+
+def run_set(
+    settings: Settings,
+    registry: Registry | None = None,
+    *,
+    color: bool | None = None,
+    executor: Executor | None = None,
+) -> int:
+    """Run every eval of the set against the model; returns the exit code. Errors the user
+    can fix raise an OaiEvalSetError before anything runs."""
+    from oaievalset.commands import build_commands
+    from oaievalset.progress import ProgressFile, progress_path
+    from oaievalset.registry import Registry
+
+    color = use_color(sys.stdout) if color is None else color
+    registry = registry or Registry()
+    if settings.registry_paths:
+        registry.add_registry_paths(settings.registry_paths)
+        _warn_about_registry_paths(settings.registry_paths)
+    resolution = registry.resolve(settings.eval_set)
+    for pattern in resolution.unmatched:
+        # The original skips these silently; a typo in a set should at least be visible.
+        _warn(
+            f"eval set '{resolution.eval_set.key}' lists '{pattern}', which matches no eval; "
+            f"skipped"
+        )
+    commands = build_commands(
+        settings.model,
+        (spec.key for spec in resolution.evals),
+        settings.passthrough,
+        settings.registry_paths,
+        settings.run_command,
+    )
+    _warn_about_record_path(settings.passthrough, len(commands))
+    progress = ProgressFile(
+        progress_path(settings.model, settings.eval_set), fresh=not settings.resume
+    )
+    if settings.plan:
+        return _show_plan(settings, commands, progress)
+
+    done = _announce(settings, commands, progress)
+    todo = [c for c in commands if tuple(c) not in done]
+    results, interrupted = _run_todo(settings, commands, todo, progress, color, executor)
+
+    failed = [r for r in results if r.status in FAILURES]
+    if interrupted:
+        exit_code = EXIT_INTERRUPTED
+    elif failed:
+        exit_code = EXIT_FAILED
+    else:
+        exit_code = EXIT_OK
+        print(highlight("All done!", color))
+    sys.stdout.flush()
+    if commands:
+        from oaievalset import report
+
+        earlier = report.earlier_results([c for c in commands if tuple(c) in done], progress)
+        report.conclude(
+            settings.model,
+            settings.eval_set,
+            progress,
+            commands,
+            earlier + results,
+            exit_code,
+            err_color=use_color(sys.stderr),
+        )
+    return exit_code
+
+
+def _announce(
+    settings: Settings, commands: list[Command], progress: ProgressFile
+) -> set[tuple[str, ...]]:
+    """The original's opening lines; returns the commands recorded as done."""
+    from oaievalset.progress import format_entry, recorded_set
+
+    completed = progress.read() if settings.resume else []
+    if completed:
+        print(f"Loaded progress from {progress.path}")
+        # As the original: the count is of entries in the file, whatever command they hold.
+        print(f"{len(completed)}/{len(commands)} evals already completed:")
+        for entry in completed:
+            print("  " + format_entry(entry))
+    done = recorded_set(completed)
+    print("Going to run the following commands:")
+    for command in commands:
+        if tuple(command) not in done:
+            print("  " + " ".join(command))
+    sys.stdout.flush()
+    return done
+
+
+def _run_todo(
+    settings: Settings,
+    commands: list[Command],
+    todo: list[Command],
+    progress: ProgressFile,
+    color: bool,
+    executor: Executor | None,
+) -> tuple[list[Result], bool]:
+    """Run what is left; returns the results and whether the run was interrupted."""
+    if not todo:
+        return [], False
+    from oaievalset import report, runner
+    from oaievalset.executor import SubprocessExecutor, check_executable
+
+    first = len(commands) - len(todo)
+    if executor is None:
+        try:
+            check_executable(todo[0])
+        except LaunchError:
+            # As the original, which fails at the first eval: its line comes first.
+            counter = f"({first + 1}/{len(commands)})"
+            print(highlight(f"Running command: {' '.join(todo[0])} {counter}", color))
+            raise
+    progress.prepare()
+    # From here on, report.json describes this run, even if the process dies mid-way.
+    report.begin(settings.model, settings.eval_set, progress, commands)
+    options = runner.RunOptions(
+        jobs=settings.jobs,
+        timeout=settings.timeout,
+        attempts=settings.attempts,
+        exit_on_error=settings.exit_on_error,
+        color=color,
+        live=settings.jobs > 1 and sys.stdout.isatty(),
+        err_color=use_color(sys.stderr),
+    )
+    own = SubprocessExecutor() if executor is None else None
+    try:
+        results = runner.execute(
+            todo,
+            progress,
+            options,
+            executor or own,  # type: ignore[arg-type]  # one of the two is set
+            first_index=first,
+            total=len(commands),
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    except runner.Interrupted as stop:
+        return stop.results, True
+    finally:
+        progress.close()
+        if own is not None:
+            own.close()
+    return results, False
+
+
+def _show_plan(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:
+    from oaievalset import plan
+
+    entries = plan.plan_entries(commands, progress, settings.resume)
+    if settings.json:
+        print(plan.plan_json(settings.model, settings.eval_set, progress, entries))
+    else:
+        print(plan.plan_text(settings.model, settings.eval_set, progress, entries))
+    return EXIT_OK
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _warn_about_registry_paths(paths: Sequence[str]) -> None:
+    """A root that is not a folder is still forwarded (as the original does), but said."""
+    for path in paths:
+        full = os.path.expanduser(path)
+        if not os.path.exists(full):
+            _warn(f"--registry_path {path} does not exist; it is still passed to oaieval")
+        elif not os.path.isdir(full):
+            _warn(
+                f"--registry_path {path} is a file, not a registry folder; "
+                f"it is still passed to oaieval"
+            )
+
+
+def _warn_about_record_path(passthrough: Sequence[str], evals: int) -> None:
+    """Every eval of the set given one --record_path writes, each over the last, one file."""
+    if evals < 2:
+        return
+    for token in passthrough:
+        if token == "--":
+            return
+        name = token.split("=", 1)[0]
+        # oaieval's argparse takes any unambiguous prefix: `--rec` is --record_path too.
+        if len(name) >= len("--rec") and "--record_path".startswith(name):
+            _warn(
+                f"{token} is passed to each of the {evals} evals: each one's record replaces "
+                f"the last; leave it out to get one record per eval"
+            )
+            return
