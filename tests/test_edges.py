@@ -1,0 +1,365 @@
+"""What a new user hit at the edges, each with real processes: concurrent --no-resume runs,
+the closing lines after an interrupt, the live line, colours per stream, retries cut short,
+a closed stdout, and the report of each run."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
+from test_processes import recorded_keys, start, started_pids, wait_for
+
+from oaievalset.view import status_line
+
+R1 = ["--registry_path", str(REG1)]
+R3 = ["--registry_path", str(DATA / "reg3")]
+EIGHT = [f"ee-{i}.dev.v0" for i in range(1, 9)]
+
+
+def run_on_pty(
+    args: list[str], env: dict[str, str] | None = None, columns: int = 120
+) -> tuple[int, str, str]:
+    """Run oaievalset with stdout on a pseudo-terminal of the given width; stderr piped."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [oaievalset_exe(), *args],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, b"".join(chunks).decode(), err
+
+
+LIVE = re.compile(r"\[(\d+) done, (\d+) failed, (\d+) running, (\d+) pending\]")
+
+
+# -- 1. concurrent --no-resume -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("earlier", ["no file", "an older record"])
+@pytest.mark.parametrize("round", range(3))
+def test_a_no_resume_run_keeps_what_a_concurrent_resume_records(
+    fake: Fake, isolated: Path, earlier: str, round: int
+) -> None:
+    path = progress_file(isolated, "dummy", "ee-eight")
+    if earlier == "an older record":
+        # What an earlier run with other arguments left: the fresh record drops it.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = [["oaieval", "dummy", key, "--seed", "1", *R3] for key in EIGHT[:3]]
+        path.write_text("".join(json.dumps(c) + "\n" for c in old))
+    env = {"FAKE_OAIEVAL_SLEEP_FOR": f"{EIGHT[0]}=2", "FAKE_OAIEVAL_SLEEP": "0.05"}
+    fresh = start(["dummy", "ee-eight", *R3, "--no-resume"], env)
+    wait_for(lambda: bool(started_pids(fake, EIGHT[0])))
+    resume = start(["dummy", "ee-eight", *R3], env)
+    _, err_fresh = fresh.communicate(timeout=60)
+    _, err_resume = resume.communicate(timeout=60)
+    assert (fresh.returncode, resume.returncode) == (0, 0), err_fresh + err_resume
+    assert sorted(fake.keys()) == EIGHT, "each eval runs once in all"
+    assert sorted(recorded_keys(path)) == EIGHT, "every record is kept, the older one dropped"
+    assert all("--seed" not in line for line in path.read_text().splitlines())
+
+
+# -- 2. what a resume will do, after an interrupt ------------------------------------------
+
+
+def interrupt_when_started(fake: Fake, args: list[str], key: str, env: dict[str, str]) -> str:
+    before = len(started_pids(fake, key))
+    proc = start(args, env)
+    wait_for(lambda: len(started_pids(fake, key)) > before)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    return err
+
+
+def test_an_interrupted_no_resume_run_that_recorded_nothing_says_the_old_record_is_kept(
+    fake: Fake, isolated: Path
+) -> None:
+    assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    slow = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-b.dev.v0=30"}
+    err = interrupt_when_started(
+        fake, ["dummy", "zz-glob", *R1, "--no-resume"], "zz-b.dev.v0", slow
+    )
+    assert "Run the same command again" not in err
+    assert "recorded nothing" in err and "4 of 4 evals" in err and "runs the other 0" in err
+    # The line told the truth: a plain resume runs nothing.
+    before = len(fake.started())
+    again = run_cli(["dummy", "zz-glob", *R1])
+    assert again.returncode == 0 and len(fake.started()) == before
+
+
+def test_an_interrupted_no_resume_run_says_how_to_finish_without_starting_over(
+    fake: Fake, isolated: Path
+) -> None:
+    assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    slow = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-a.dev.v0=30"}
+    err = interrupt_when_started(
+        fake, ["dummy", "zz-glob", *R1, "--no-resume"], "zz-a.dev.v0", slow
+    )
+    assert "1 of 4 evals are recorded" in err and "without --no-resume" in err
+    again = run_cli(["dummy", "zz-glob", *R1])
+    assert again.returncode == 0
+    assert fake.keys()[-3:] == ["zz-a.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
+
+
+def test_an_interrupted_resume_says_how_many_are_left(fake: Fake, isolated: Path) -> None:
+    slow = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-a.dev.v0=30"}
+    err = interrupt_when_started(fake, ["dummy", "zz-glob", *R1], "zz-a.dev.v0", slow)
+    assert "1 of 4 evals are recorded; run the same command again to run the other 3." in err
+
+
+# -- 3. the live line ------------------------------------------------------------------------
+
+
+def test_the_live_line_accounts_for_every_eval_at_every_redraw(fake: Fake) -> None:
+    code, screen, err = run_on_pty(
+        ["dummy", "zz-glob", *R1, "-j", "2"],
+        {"NO_COLOR": "1", "FAKE_OAIEVAL_SLEEP": "0.3", "FAKE_OAIEVAL_EXIT": "zz-c.dev.v0=1"},
+    )
+    assert code == 1, err
+    counts = [tuple(map(int, m)) for m in LIVE.findall(screen)]
+    assert counts, screen
+    assert all(sum(c) == 4 for c in counts), counts
+    assert max(c[2] for c in counts) == 2, "both slots show as running"
+    assert counts[-1] == (3, 1, 0, 0)
+
+
+def test_the_live_line_fits_a_narrow_terminal(fake: Fake) -> None:
+    code, screen, err = run_on_pty(
+        ["dummy", "zz-glob", *R1, "-j", "2"], {"NO_COLOR": "1", "FAKE_OAIEVAL_SLEEP": "0.2"}, 30
+    )
+    assert code == 0, err
+    # Each drawing of the line is cleared (CR, erase line) before anything else is written.
+    lines = re.findall(r"(?:^|\n)(\[[^\r\n]*)\r\x1b\[K", screen)
+    assert lines and all(len(line) < 30 for line in lines), lines
+
+
+@pytest.mark.parametrize("width", [10, 20, 30, 45, 80, 200])
+def test_the_status_line_is_always_narrower_than_the_terminal(width: int) -> None:
+    line = status_line(120, 3, 8, 1000, width)
+    assert len(line) < width
+    assert status_line(1, 0, 1, 2, 200) == "[1 done, 0 failed, 1 running, 2 pending]"
+
+
+# -- 4. durations ---------------------------------------------------------------------------
+
+
+def test_a_duration_is_never_negative_when_another_run_started_the_eval_again(
+    fake: Fake, isolated: Path
+) -> None:
+    assert run_cli(["dummy", "zz-order", *R1]).returncode == 0
+    # A --no-resume run that dies (kill -9) while running zz-b: the journal says it started
+    # after the recorded run had ended.
+    proc = start(
+        ["dummy", "zz-order", *R1, "--no-resume"], {"FAKE_OAIEVAL_SLEEP_FOR": "zz-b.dev.v0=30"}
+    )
+    wait_for(lambda: len(started_pids(fake, "zz-b.dev.v0")) == 2)
+    proc.kill()
+    proc.wait(timeout=10)
+    result = run_cli(["dummy", "zz-order", *R1])
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stderr.splitlines() if line.startswith("zz-")]
+    assert rows and all(not row[3].startswith("-") or row[3] == "-" for row in rows), rows
+    report = json.loads((isolated / "dummy.zz-order.progress.d" / "report.json").read_text())
+    assert all(e["duration"] is None or e["duration"] >= 0 for e in report["evals"])
+
+
+# -- 5. colour per stream -------------------------------------------------------------------
+
+
+def test_stderr_decides_its_colour_for_itself(fake: Fake) -> None:
+    # stdout on a terminal, stderr a pipe: colour on stdout only.
+    code, screen, err = run_on_pty(
+        ["dummy", "zz-order", *R1, "--no-exit-on-error"], {"FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=2"}
+    )
+    assert code == 1
+    assert "\x1b[1;32m>>> Running command" in screen
+    assert "\x1b[" not in err and ">>> Failed: oaieval dummy zz-a.dev.v0" in err
+    # stdout a pipe, stderr a terminal: colour on stderr only.
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [oaievalset_exe(), "dummy", "zz-order", *R1, "--no-resume", "--no-exit-on-error"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=2"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    proc.wait(timeout=30)
+    os.close(leader)
+    assert "\x1b[" not in out and ">>> Running command" in out
+    assert "\x1b[1;31m>>> Failed: oaieval dummy zz-a.dev.v0" in b"".join(chunks).decode()
+
+
+# -- 6. an interrupt during the retry backoff -----------------------------------------------
+
+
+def test_an_eval_interrupted_while_waiting_for_its_retry_is_shown_interrupted(
+    fake: Fake, isolated: Path
+) -> None:
+    proc = start(
+        ["dummy", "zz-order", *R1, "--attempts", "3"], {"FAKE_OAIEVAL_EXIT": "zz-b.dev.v0=1"}
+    )
+    assert proc.stderr is not None
+    seen = ""
+    while "attempt 3/3" not in seen:  # the second attempt failed: waiting 2 s for the third
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    row = next(line.split() for line in err.splitlines() if line.startswith("zz-b.dev.v0"))
+    assert row[1] == "interrupted" and row[3] == "2", row
+    report = json.loads((isolated / "dummy.zz-order.progress.d" / "report.json").read_text())
+    by_eval = {e["eval"]: e for e in report["evals"]}
+    assert by_eval["zz-b.dev.v0"]["status"] == "interrupted"
+    assert by_eval["zz-b.dev.v0"]["exit_code"] == 1
+
+
+# -- 7. a closed stdout ----------------------------------------------------------------------
+
+
+def test_a_closed_stdout_lets_the_run_finish_and_says_so(fake: Fake, isolated: Path) -> None:
+    state_dir = isolated / "dummy.zz-glob.progress.d"
+    state_dir.mkdir(parents=True)
+    (state_dir / "report.json").write_text('{"run_id": "an-older-run"}\n')
+    proc = subprocess.Popen(
+        [oaievalset_exe(), "dummy", "zz-glob", *R1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "FAKE_OAIEVAL_SLEEP": "0.2"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # `| head -1`: one line, then the reader leaves
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "standard output was closed; the evals go on" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == [
+        "zz-b.dev.v0",
+        "zz-a.dev.v0",
+        "zz-c.dev.v0",
+        "zz-x1.v0",
+    ]
+    report = json.loads((state_dir / "report.json").read_text())
+    assert report["run_id"] != "an-older-run" and report["pid"] == proc.pid
+    assert report["counts"] == {"done": 4}
+
+
+# -- rough edges -------------------------------------------------------------------------
+
+
+def test_at_several_jobs_a_failure_shows_the_end_of_its_log(fake: Fake) -> None:
+    result = run_cli(
+        ["dummy", "zz-glob", *R1, "-j", "2", "--no-exit-on-error"],
+        {"FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=2"},
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.startswith(">>> Failed:"))
+    assert "exit code 2" in lines[failed]
+    assert "    stderr of zz-a.dev.v0" in lines[failed + 1 : failed + 4]
+
+
+def test_a_registry_path_that_is_not_a_folder_is_warned_about_and_still_forwarded(
+    fake: Fake, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = run_cli(
+        ["dummy", "zz-order", *R1, "--registry_path", str(missing), "--registry_path", str(a_file)]
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"warning: --registry_path {missing} does not exist" in result.stderr
+    assert f"warning: --registry_path {a_file} is a file" in result.stderr
+    assert fake.started()[0][-4:] == [
+        "--registry_path",
+        str(missing),
+        "--registry_path",
+        str(a_file),
+    ]
+
+
+def test_a_record_path_given_to_every_eval_is_warned_about_once(fake: Fake, tmp_path: Path) -> None:
+    result = run_cli(["dummy", "zz-glob", *R1, "--rec", str(tmp_path / "r.jsonl")])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("each one's record replaces the last") == 1
+    single = run_cli(["dummy", "zz-chain", *R1, "--record_path", str(tmp_path / "r.jsonl")])
+    assert "record replaces" not in single.stderr
+
+
+@pytest.mark.parametrize("command", ["oaievalset", "oaieval"])
+def test_both_commands_tell_their_version(command: str) -> None:
+    from importlib.metadata import version
+
+    exe = Path(sys.executable).parent / command
+    result = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"{command} {version('oaievalset')}"
+
+
+def test_an_eval_killed_by_a_signal_is_reported_by_the_signal_name(
+    tmp_path: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "killbin"
+    bin_dir.mkdir()
+    script = bin_dir / "oaieval"
+    script.write_text(
+        f"#!{sys.executable}\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(["dummy", "zz-order", *R1, "-j", "2", "--no-exit-on-error"])
+    assert result.returncode == 1
+    assert "killed by SIGKILL" in result.stderr and "-9" not in result.stderr
+
+
+def test_two_runs_at_once_each_keep_their_own_report(fake: Fake, isolated: Path) -> None:
+    env = {"FAKE_OAIEVAL_SLEEP": "0.5"}
+    first = start(["dummy", "zz-glob", *R1], env)
+    time.sleep(0.3)
+    second = start(["dummy", "zz-glob", *R1], env)
+    assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
+    reports = sorted((isolated / "dummy.zz-glob.progress.d" / "reports").glob("*.json"))
+    runs = [json.loads(p.read_text()) for p in reports]
+    assert sorted(r["pid"] for r in runs) == sorted([first.pid, second.pid])
+    latest = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
+    assert latest in runs
