@@ -1,7 +1,9 @@
 """A chat-completions server on loopback, for tests and benchmarks.
 
-It answers each request from a table (last user message -> answer), can add a fixed latency,
-fail with a chosen HTTP status, and knows a fixed set of model names.
+It answers each request from a table (the last message's content -> answer) or a function
+of the request, can add a fixed latency, fail with a chosen HTTP status (always, for a while,
+or for some requests), send Retry-After, and knows a fixed set of model names. It serves
+the API under /v1, as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -9,26 +11,43 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
 
 @dataclass
 class ChatServer:
     answers: dict[str, str] = field(default_factory=dict)
     default_answer: str = "I do not know."
+    answer_fn: Callable[[dict[str, Any]], str] | None = None  # overrides the table
     latency: float = 0.0
     fail_status: int | None = None
+    # For the first `fail_for` seconds after start(), every request fails with fail_status.
+    fail_for: float | None = None
+    # Which requests fail (by their arrival number, from 0), and with which status.
+    fail_when: Callable[[int, dict[str, Any]], int | None] | None = None
+    retry_after: str | None = None  # the Retry-After header sent with failures
+    usage: Callable[[dict[str, Any]], Any] | None = None  # the usage of each answer
     models: tuple[str, ...] = ("test-model",)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    failures: int = 0
     _server: ThreadingHTTPServer | None = None
+    _started: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def base_url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
         assert self._server is not None
         port = self._server.server_address[1]
-        return f"http://127.0.0.1:{port}/v1"
+        return f"http://127.0.0.1:{port}"
 
     def start(self) -> ChatServer:
         owner = self
@@ -39,55 +58,81 @@ class ChatServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
+            def _send(self, status: int, body: dict[str, Any], retry: bool = False) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if retry and owner.retry_after is not None:
+                    self.send_header("Retry-After", owner.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 request = json.loads(self.rfile.read(length) or b"{}")
-                owner.requests.append(request)
+                with owner._lock:
+                    number = len(owner.requests)
+                    owner.requests.append(request)
                 if owner.latency:
                     time.sleep(owner.latency)
-                if not self.path.endswith("/chat/completions"):
-                    self._send(404, {"error": {"message": "no such route"}})
+                if self.path != "/v1/chat/completions":
+                    self._send(404, {"detail": "Not Found"})  # as a web framework says it
                     return
-                if owner.fail_status is not None:
-                    self._send(owner.fail_status, {"error": {"message": "the server failed"}})
+                status = owner._failure(number, request)
+                if status is not None:
+                    with owner._lock:
+                        owner.failures += 1
+                    self._send(status, {"error": {"message": "the server failed"}}, retry=True)
                     return
                 model = request.get("model")
                 if model not in owner.models:
-                    self._send(404, {"error": {"message": f"The model `{model}` does not exist"}})
+                    body = {
+                        "error": {
+                            "message": f"The model `{model}` does not exist",
+                            "code": "model_not_found",
+                        }
+                    }
+                    self._send(404, body)
                     return
-                users = [m for m in request.get("messages", []) if m.get("role") == "user"]
-                question = users[-1]["content"] if users else ""
-                answer = owner.answers.get(question, owner.default_answer)
-                self._send(
-                    200,
-                    {
-                        "id": "chatcmpl-test",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": answer},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
+                self._send(200, owner._answer(request))
 
+        self._started = time.monotonic()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
+
+    def _failure(self, number: int, request: dict[str, Any]) -> int | None:
+        if self.fail_for is not None:
+            if time.monotonic() - self._started < self.fail_for:
+                return self.fail_status or 429
+            return None
+        if self.fail_when is not None:
+            return self.fail_when(number, request)
+        return self.fail_status
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        messages = request.get("messages", [])
+        question = messages[-1].get("content", "") if messages else ""
+        if self.answer_fn is not None:
+            answer = self.answer_fn(request)
+        else:
+            answer = self.answers.get(question, self.default_answer)
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": request.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self.usage(request) if self.usage else dict(DEFAULT_USAGE),
+        }
 
     def stop(self) -> None:
         if self._server is not None:

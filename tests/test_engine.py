@@ -15,6 +15,15 @@ from chat_server import ChatServer
 
 from oaievalset.engine.cli import main as oaieval
 
+# The usage sums in a final report, for four answers of the loopback server.
+USAGE4 = {
+    "usage_completion_tokens": 4,
+    "usage_prompt_tokens": 4,
+    "usage_total_tokens": 8,
+    "usage_completion_tokens_details": 0,
+    "usage_prompt_tokens_details": 0,
+}
+
 QUESTIONS = {
     "Capital of France?": "Paris",
     "Two plus two?": "4",
@@ -92,7 +101,7 @@ def test_correct_answers_score_1(server: ChatServer, registry: Path, tmp_path: P
     assert code == 0
     lines = read_record(record)
     assert list(lines[0]) == ["spec"] and lines[0]["spec"]["eval_name"] == "qa-match.dev.v0"
-    assert lines[-1]["final_report"] == {"accuracy": 1.0, "boostrap_std": 0.0}
+    assert lines[-1]["final_report"] == {"accuracy": 1.0, "boostrap_std": 0.0, **USAGE4}
     matches = [line for line in lines if line.get("type") == "match"]
     assert len(matches) == 4 and all(m["data"]["correct"] for m in matches)
     assert all(r["temperature"] == 0.0 for r in server.requests)
@@ -108,8 +117,8 @@ def test_wrong_answers_score_0(server: ChatServer, registry: Path, tmp_path: Pat
 @pytest.mark.parametrize(
     ("eval_name", "report"),
     [
-        ("qa-includes.dev.v0", {"accuracy": 1.0, "boostrap_std": 0.0}),
-        ("qa-fuzzy.dev.v0", {"accuracy": 1.0, "f1_score": 1.0}),
+        ("qa-includes.dev.v0", {"accuracy": 1.0, "boostrap_std": 0.0, **USAGE4}),
+        ("qa-fuzzy.dev.v0", {"accuracy": 1.0, "f1_score": 1.0, **USAGE4}),
     ],
 )
 def test_other_classes_score_right_answers(
@@ -125,10 +134,10 @@ def test_json_match_compares_decoded_json(
 ) -> None:
     server.answers = {"Give the object": '{"a": [1,2]}'}
     code, record = run_eval(registry, tmp_path, eval_name="qa-json.dev.v0")
-    assert code == 0 and read_record(record)[-1]["final_report"] == {"accuracy": 1.0}
+    assert code == 0 and read_record(record)[-1]["final_report"]["accuracy"] == 1.0
     server.answers = {"Give the object": '{"a": [2, 1]}'}
     code, record = run_eval(registry, tmp_path, eval_name="qa-json.dev.v0")
-    assert code == 0 and read_record(record)[-1]["final_report"] == {"accuracy": 0.0}
+    assert code == 0 and read_record(record)[-1]["final_report"]["accuracy"] == 0.0
 
 
 def _comparable(lines: list[dict[str, Any]]) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ logger = logging.getLogger("oaieval")
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from oaievalset.console import VersionAction
+
     parser = argparse.ArgumentParser(prog=PROG, description="Run one eval against a model.")
     parser.add_argument(
         "completion_fn",
@@ -81,7 +84,16 @@ def get_parser() -> argparse.ArgumentParser:
         default=True,
         help="Accepted for compatibility; no effect.",
     )
+    parser.add_argument("--version", action=VersionAction, help="Show the version and exit.")
     return parser
+
+
+DEFAULT_RECORD_DIR = "/tmp/evallogs"  # as the original
+
+
+def record_dir() -> str:
+    """Where records go without --record_path: /tmp/evallogs, unless OAIEVAL_RECORD_DIR says."""
+    return os.environ.get("OAIEVAL_RECORD_DIR") or DEFAULT_RECORD_DIR
 
 
 def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
@@ -93,6 +105,11 @@ def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise EngineError(f"{option}: '{item}' is not key=value; write k1=v1,k2=v2")
+        if "=" in value:  # the original fails on it with a ValueError
+            raise EngineError(
+                f"{option}: '{item}' has more than one '='; a value cannot hold '=' "
+                f"(write k1=v1,k2=v2)"
+            )
         pairs[key] = parse_number(value)
     return pairs
 
@@ -102,7 +119,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     the run id."""
     from oaievalset.engine.completions import make_completion_fn
     from oaievalset.engine.evals import eval_class, make_eval
-    from oaievalset.engine.recorder import Recorder, json_safe, new_run_id
+    from oaievalset.engine.recorder import Recorder, add_token_usage, new_run_id
     from oaievalset.registry import Registry
 
     if args.http_run or args.http_run_url:
@@ -156,11 +173,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     record_path = Path(
         args.record_path
         if args.record_path is not None
-        else f"/tmp/evallogs/{run_id}_{args.completion_fn}_{args.eval}.jsonl"
+        else f"{record_dir()}/{run_id}_{args.completion_fn}_{args.eval}.jsonl"
     )
     logger.info(f"Run started: {run_id}")
     recorder = Recorder(run_id=run_id, created_by=args.user)
     result = evaluation.run(recorder, args.max_samples)
+    add_token_usage(result, recorder)
+    # Numbers are shown as Python shows them (NaN as nan) on every line; the record has null.
     if args.dry_run:
         logger.info(f"Final report: {result}. Dry run: no record written.")
     else:
@@ -170,7 +189,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
             raise EngineError(
                 f"cannot write the record to {record_path} ({exc.strerror})"
             ) from None
-        logger.info(f"Final report: {json_safe(result)}. Logged to {record_path}")
+        logger.info(f"Final report: {result}. Logged to {record_path}")
     logger.info("Final report:")
     for key, value in result.items():
         logger.info(f"{key}: {value}")
@@ -184,9 +203,16 @@ def _configure_logging(log_to_file: str | None, debug: bool) -> None:
         filename=log_to_file,
         force=True,  # main() is the entry point: its settings win, also when called twice
     )
-    # The HTTP client logs every request at INFO; keep the log about the eval.
-    for noisy in ("httpx", "httpcore", "openai"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        # The HTTP client logs every request at INFO, under a name that depends on the
+        # package openai uses (httpx, httpx2, ...): keep only the eval's own lines, and
+        # warnings from anywhere.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_about_the_eval)
+
+
+def _about_the_eval(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name in ("oaieval", "root")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,53 +1,147 @@
-"""Completion functions: `dummy` (offline) and chat models on any OpenAI-compatible server."""
+"""Completion functions: `dummy` (offline) and chat models on any OpenAI-compatible server.
+
+A chat model is asked as openai/evals asks it: a string prompt becomes one `system`
+message, the request carries only the parameters the eval passes, and each answer is
+recorded as a `sampling` event with the model and usage the server returned. Unlike the
+original, which retries a failing request forever, a request is retried within a time
+budget, and all threads slow down together when the server says 429.
+"""
 
 from __future__ import annotations
 
+import email.utils
+import logging
 import os
+import random
+import socket
+import threading
+import time
 from collections.abc import Mapping
-from typing import Any, Protocol, Union
+from typing import Any, NamedTuple, Protocol, Union
 
-from oaievalset.engine.errors import EngineError, ModelError
+from oaievalset.engine.errors import EngineError, ModelError, SampleError
 
 Prompt = Union[str, list[dict[str, Any]]]
 
 DUMMY_RESPONSE = "This is a dummy response."  # what openai/evals' dummy answers
 
+RETRY_BUDGET = 600.0  # seconds a request may spend retrying; OAIEVAL_RETRY_BUDGET overrides
+BACKOFF_FIRST = 1.0  # seconds before the first retry, doubled after each, at most BACKOFF_MAX
+BACKOFF_MAX = 60.0
+TRANSIENT_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+CLIENT_SETTINGS = ("api_base", "api_key")  # --completion_args that set up the client
+
+logger = logging.getLogger("oaieval")
+
+
+class Completion(NamedTuple):
+    """One answer from a completion function, and what the record keeps of it: the
+    `sampling` event's data, or None when the function records nothing (as `dummy`)."""
+
+    text: str
+    sampling: dict[str, Any] | None = None
+
 
 class CompletionFn(Protocol):
     name: str
 
-    def __call__(self, prompt: Prompt, **kwargs: Any) -> str:
+    def __call__(self, prompt: Prompt, **kwargs: Any) -> Completion:
         """The model's answer to the prompt."""
         ...
 
 
 class DummyCompletionFn:
-    """Answers every prompt with the same sentence, offline; as the original's `dummy`."""
+    """Answers every prompt with the same sentence, offline, and records no sampling event:
+    as the original's `dummy`."""
 
     name = "dummy"
 
-    def __call__(self, prompt: Prompt, **kwargs: Any) -> str:
-        return DUMMY_RESPONSE
+    def __call__(self, prompt: Prompt, **kwargs: Any) -> Completion:
+        return Completion(DUMMY_RESPONSE)
+
+
+def is_chat_prompt(prompt: Any) -> bool:
+    return isinstance(prompt, list) and all(isinstance(message, dict) for message in prompt)
 
 
 def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
-    """A chat message list: a string prompt becomes one user message."""
+    """A chat message list; a string prompt becomes one system message, as the original's
+    ChatCompletionPrompt renders it."""
     if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [dict(message) for message in prompt]
+        return [{"role": "system", "content": prompt}]
+    if is_chat_prompt(prompt):
+        return [dict(message) for message in prompt]
+    raise SampleError(
+        f"a prompt must be a string or a list of chat messages, not {type(prompt).__name__}"
+    )
+
+
+def retry_budget() -> float:
+    text = os.environ.get("OAIEVAL_RETRY_BUDGET")
+    if not text:
+        return RETRY_BUDGET
+    try:
+        budget = float(text)
+    except ValueError:
+        budget = -1.0
+    if not budget >= 0 or budget == float("inf"):
+        raise EngineError(f"OAIEVAL_RETRY_BUDGET must be a number of seconds, got '{text}'")
+    return budget
+
+
+class Throttle:
+    """What all the threads asking one server share: a pause that a 429 imposes on every
+    one of them, and a limit on requests in flight that halves at each 429 and grows back
+    by one with each success (additive increase, multiplicative decrease)."""
+
+    def __init__(self, most: int = 1 << 16) -> None:
+        self._cond = threading.Condition()
+        self._most = most
+        self._limit = float(most)
+        self._in_flight = 0
+        self._paused_until = 0.0
+
+    def __enter__(self) -> Throttle:
+        with self._cond:
+            while True:
+                wait = self._paused_until - time.monotonic()
+                if wait <= 0 and self._in_flight < max(1, int(self._limit)):
+                    break
+                self._cond.wait(timeout=wait if wait > 0 else None)
+            self._in_flight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def slow_down(self, pause: float) -> None:
+        with self._cond:
+            self._limit = max(1.0, min(self._limit, self._in_flight) / 2)
+            self._paused_until = max(self._paused_until, time.monotonic() + pause)
+            self._cond.notify_all()
+
+    def speed_up(self) -> None:
+        with self._cond:
+            if self._limit < self._most:
+                self._limit = min(float(self._most), self._limit + 1)
+                self._cond.notify_all()
 
 
 class OpenAIChatCompletionFn:
     """A chat model behind the chat completions API, through the `openai` package.
 
-    The server is `OPENAI_BASE_URL` (default: OpenAI's) and the key `OPENAI_API_KEY`;
-    the package's own retries and timeouts apply.
+    The server is `OPENAI_BASE_URL` (default: OpenAI's), or `api_base` among the
+    --completion_args, and the key `OPENAI_API_KEY` or `api_key`; every other completion
+    argument is a parameter of each request.
     """
 
     def __init__(self, model: str, **options: Any) -> None:
         self.name = model
+        settings = {k: options.pop(k) for k in CLIENT_SETTINGS if k in options}
         self._options = options
-        api_key = os.environ.get("OPENAI_API_KEY")
+        api_key = settings.get("api_key") or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             raise EngineError(
                 f"OPENAI_API_KEY is not set; model '{model}' needs it "
@@ -58,50 +152,162 @@ class OpenAIChatCompletionFn:
         except ImportError:  # pragma: no cover - openai is a dependency
             raise EngineError("the 'openai' package is missing; pip install openai") from None
         self._openai = openai
-        self._client = openai.OpenAI(api_key=api_key)
+        # Retries are ours (see _create): the package's own would stack under them.
+        self._client = openai.OpenAI(
+            api_key=str(api_key), base_url=settings.get("api_base") or None, max_retries=0
+        )
         self._base_url = str(self._client.base_url)
+        self._budget = retry_budget()
+        self._throttle = Throttle()
+        self._reached = False  # a server that answered once and then refuses is restarting
 
-    def __call__(self, prompt: Prompt, **kwargs: Any) -> str:
-        openai = self._openai
-        params: dict[str, Any] = {"temperature": 0.0}
-        params.update({k: v for k, v in kwargs.items() if v is not None})
+    def __call__(self, prompt: Prompt, **kwargs: Any) -> Completion:
+        messages = to_messages(prompt)
+        params = {k: v for k, v in kwargs.items() if v is not None}
         params.update(self._options)
-        try:
-            response = self._client.chat.completions.create(
-                model=self.name,
-                messages=to_messages(prompt),  # type: ignore[arg-type]  # plain dicts
-                **params,
-            )
-        except openai.NotFoundError as exc:
-            raise ModelError(
-                f"the server at {self._base_url} does not know model '{self.name}' "
-                f"(HTTP 404: {_message(exc)}); check the model name"
-            ) from None
-        except openai.AuthenticationError as exc:
-            raise ModelError(
-                f"the server at {self._base_url} refused the API key (HTTP 401: {_message(exc)}); "
+        response = self._create(messages, params)
+        # As the original: the answers are the choices that have text; the event keeps the
+        # prompt as sent, all of them, and the model and usage as the server gave them.
+        texts = [c.message.content for c in response.choices or [] if c.message.content is not None]
+        usage = getattr(response, "usage", None)
+        sampling = {
+            "prompt": messages,
+            "sampled": texts,
+            "model": getattr(response, "model", None),
+            "usage": usage.model_dump(mode="json") if usage is not None else None,
+        }
+        return Completion(texts[0] if texts else "", sampling)
+
+    def _create(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+        """One request, retried with backoff while its failure is transient and the budget
+        lasts; other failures raise a ModelError at once."""
+        openai = self._openai
+        began = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            left = self._budget - (time.monotonic() - began)
+            try:
+                with self._throttle:
+                    response = self._client.chat.completions.create(
+                        model=self.name,
+                        messages=messages,  # type: ignore[arg-type]  # plain dicts
+                        timeout=max(left, 1.0) if self._budget else None,
+                        **params,
+                    )
+            except openai.APIStatusError as exc:
+                if exc.status_code not in TRANSIENT_STATUS:
+                    raise self._refused(exc) from None
+                failure, pause = f"HTTP {exc.status_code}: {_message(exc)}", _retry_after(exc)
+                if exc.status_code == 429:
+                    self._throttle.slow_down(pause if pause is not None else BACKOFF_FIRST)
+            except openai.APITimeoutError:
+                failure, pause = "no answer in time", None
+            except openai.APIConnectionError as exc:
+                if not self._reached and _cannot_connect(exc):
+                    raise ModelError(
+                        f"cannot reach the model server at {self._base_url} ({exc}); "
+                        f"check OPENAI_BASE_URL and that the server runs"
+                    ) from None
+                failure, pause = f"connection failed ({exc})", None
+            else:
+                self._reached = True
+                self._throttle.speed_up()
+                return response
+            delay = _backoff(tries, pause)
+            spent = time.monotonic() - began
+            if spent + delay > self._budget:
+                raise ModelError(
+                    f"gave up on model '{self.name}' at {self._base_url} after {tries} "
+                    f"tries in {spent:.0f} s ({failure}); the retry budget is "
+                    f"{self._budget:g} s per request (OAIEVAL_RETRY_BUDGET)"
+                ) from None
+            logger.info(f"Retrying in {delay:.1f} s after try {tries} ({failure})")
+            time.sleep(delay)
+
+    def _refused(self, exc: Any) -> ModelError:
+        """The one-line error for a failure that retrying cannot mend."""
+        status, message = exc.status_code, _message(exc)
+        if status == 401:
+            return ModelError(
+                f"the server at {self._base_url} refused the API key (HTTP 401: {message}); "
                 f"check OPENAI_API_KEY"
-            ) from None
-        except openai.APIStatusError as exc:
-            raise ModelError(
-                f"the server at {self._base_url} answered HTTP {exc.status_code} for model "
-                f"'{self.name}': {_message(exc)}"
-            ) from None
-        except openai.APITimeoutError:
-            raise ModelError(
-                f"the server at {self._base_url} did not answer in time for model '{self.name}'"
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise ModelError(
-                f"cannot reach the model server at {self._base_url} ({exc}); "
-                f"check OPENAI_BASE_URL and that the server runs"
-            ) from None
-        if not response.choices:
-            raise ModelError(
-                f"the server at {self._base_url} returned no choices for '{self.name}'"
             )
-        content = response.choices[0].message.content
-        return content if isinstance(content, str) else ""
+        if status == 404 and _is_about_the_model(exc, self.name):
+            return ModelError(
+                f"the server at {self._base_url} does not know model '{self.name}' "
+                f"(HTTP 404: {message}); check the model name"
+            )
+        if status == 404:
+            path = _request_path(exc)
+            return ModelError(
+                f"the server at {self._base_url} has no {path} (HTTP 404: {message}); "
+                f"check OPENAI_BASE_URL: OpenAI-compatible servers usually serve the API "
+                f"under /v1 (for example http://127.0.0.1:8000/v1)"
+            )
+        return ModelError(
+            f"the server at {self._base_url} answered HTTP {status} for model "
+            f"'{self.name}': {message}"
+        )
+
+
+def _backoff(tries: int, retry_after: float | None) -> float:
+    """The server's Retry-After when it gives one, else exponential backoff with jitter
+    (between half and all of the doubled delay), so that threads do not retry in step."""
+    if retry_after is not None:
+        return retry_after
+    delay = min(BACKOFF_FIRST * 2.0 ** (tries - 1), BACKOFF_MAX)
+    return delay * random.uniform(0.5, 1.0)
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds from the `retry-after-ms` or `Retry-After` header (seconds or a date)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether the connection could not be made at all (refused, or no such host), as
+    opposed to one that broke: the HTTP packages name that error ConnectError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "ConnectError" or isinstance(
+            current, (ConnectionRefusedError, socket.gaierror)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_about_the_model(exc: Any, model: str) -> bool:
+    """Whether a 404 says the model is unknown (rather than the path)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    if isinstance(error, Mapping) and error.get("code") == "model_not_found":
+        return True
+    return model in _message(exc) or "model" in _message(exc).lower()
+
+
+def _request_path(exc: Any) -> str:
+    try:
+        return f"POST {exc.response.request.url.path}"
+    except AttributeError:
+        return "such path"
 
 
 def _message(exc: Any) -> str:
@@ -110,6 +316,10 @@ def _message(exc: Any) -> str:
         error = body.get("error", body)
         if isinstance(error, Mapping) and error.get("message"):
             return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if body.get("detail"):
+            return str(body["detail"])
     return str(getattr(exc, "message", exc))
 
 

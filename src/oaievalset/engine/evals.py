@@ -8,14 +8,15 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import string
+import threading
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from oaievalset.engine.completions import CompletionFn, Prompt
 from oaievalset.engine.errors import EngineError, SampleError
@@ -148,9 +149,12 @@ class Eval:
         return self.match_report(recorder)
 
     def sample(self, prompt: Prompt, recorder: Recorder, **kwargs: Any) -> str:
-        sampled = self.completion_fn(prompt, **kwargs)
-        recorder.record_sampling(prompt, sampled)
-        return sampled
+        """The completion function's answer; its `sampling` event, if it makes one, goes
+        into the record (the original's chat models make one, its `dummy` does not)."""
+        completion = self.completion_fn(prompt, **kwargs)
+        if completion.sampling is not None:
+            recorder.record("sampling", completion.sampling)
+        return completion.text
 
     def eval_all_samples(
         self, recorder: Recorder, samples: Sequence[Any], max_samples: int | None = None
@@ -174,7 +178,10 @@ class Eval:
                 )
             with recorder.sample(sample_id, index):
                 rng = random.Random(f"{sample_id}:{self.seed}".encode())
-                self.eval_sample(sample, rng, recorder)
+                try:
+                    self.eval_sample(sample, rng, recorder)
+                except SampleError as exc:
+                    raise SampleError(f"{exc} (sample {index})") from None
 
         if threads <= 1 or os.environ.get("EVALS_SEQUENTIAL", "0") in ("1", "true", "yes"):
             logger.info("Running in sequential mode!")
@@ -182,15 +189,7 @@ class Eval:
                 one(index)
             return
         logger.info(f"Running in threaded mode with {threads} threads!")
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            futures = [pool.submit(one, index) for index in indices]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                error = future.exception()
-                if error is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise error
+        run_in_threads(one, indices, threads)
 
     def match_report(self, recorder: Recorder) -> dict[str, Any]:
         correct = [bool(e.data["correct"]) for e in recorder.events("match")]
@@ -212,14 +211,73 @@ def _threads() -> int:
     return threads
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The samples of a JSONL file; every problem names the file (and line)."""
+def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: int) -> None:
+    """Call `work` on every item from `threads` daemon threads; the first error stops the
+    rest and is raised here. The main thread only waits, so Ctrl-C reaches it at once, and
+    the requests still in flight do not hold up the exit (a pool's threads would be joined).
+    """
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for item in items:
+        todo.put(item)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    left = [len(items)]
+    lock = threading.Lock()
+    finished = threading.Event()
+    if not items:
+        return
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                item = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                work(item)
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                stop.set()
+                finished.set()
+                return
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    finished.set()
+
+    for _ in range(min(threads, len(items))):
+        threading.Thread(target=worker, daemon=True).start()
     try:
-        text = path.read_text(encoding="utf-8")
+        while not finished.wait(0.5):
+            pass
+    finally:
+        stop.set()  # on Ctrl-C too: the threads take nothing more
+    if errors:
+        raise errors[0]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The samples of a JSONL file, as the original reads them: compressed (`.gz`, `.lz4`,
+    `.zst`) or not, or every `.jsonl` file of a folder. Blank lines are skipped (the original
+    stops at them); every problem names the file and line."""
+    if path.is_dir():
+        samples: list[dict[str, Any]] = []
+        for name in sorted(os.listdir(path)):  # the original lists in directory order
+            if name.endswith(".jsonl"):
+                samples += read_jsonl(path / name)
+        return samples
+    try:
+        with _open_samples(path) as f:
+            data = f.read()
     except FileNotFoundError:
         raise EngineError(f"{path}: samples file not found; check 'samples_jsonl'") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, RuntimeError) as exc:
         raise EngineError(f"{path}: cannot read samples ({exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EngineError(f"{path}: samples are not UTF-8 text ({exc})") from None
     if text.startswith("version https://git-lfs"):
         raise EngineError(f"{path}: is a Git LFS pointer, not the data; run 'git lfs pull'")
     samples = []
@@ -231,6 +289,31 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise SampleError(f"{path}:{lineno}: not a JSON sample ({exc})") from None
     return samples
+
+
+def _open_samples(path: Path) -> IO[bytes]:
+    """The file, decompressed by its suffix as the original does."""
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a binary file
+    if path.suffix == ".lz4":
+        lz4 = _optional("lz4.frame", "lz4", path)
+        return lz4.open(path, "rb")  # type: ignore[no-any-return]
+    if path.suffix == ".zst":
+        zstandard = _optional("zstandard", "zstandard", path)
+        return zstandard.open(path, "rb")  # type: ignore[no-any-return]
+    return open(path, "rb")
+
+
+def _optional(module: str, package: str, path: Path) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EngineError(
+            f"{path}: reading {path.suffix} files needs the '{package}' package; "
+            f"pip install {package}"
+        ) from None
 
 
 def _ideal_list(sample: dict[str, Any], name: str) -> list[str]:
@@ -293,13 +376,14 @@ class TestMatch(Match):
         super().__init__(completion_fns, samples_jsonl="", **kwargs)
 
     def get_samples(self) -> list[dict[str, Any]]:
-        system = {"role": "system", "content": "Finish the sentence in as few words as you can."}
+        # The three phrases of openai/evals' own test-match, so that scores compare.
+        system = {"role": "system", "content": "Complete the phrase as concisely as possible."}
         return [
             {"input": [system, {"role": "user", "content": starts}], "ideal": ends}
             for starts, ends in (
-                ("The opposite of hot is ", "cold"),
-                ("Two plus two equals ", "four"),
-                ("Water freezes at zero degrees ", "Celsius"),
+                ("Once upon a ", "time"),
+                ("The first US president was ", "George Washington"),
+                ("OpenAI was founded in 20", "15"),
             )
         ]
 
@@ -347,6 +431,11 @@ class FuzzyMatch(_Limited):
 
     def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
         answers = _ideal_list(sample, self.name)
+        if not answers:  # the original fails on it deep in its F1 score
+            raise SampleError(
+                f"eval '{self.name}': a sample has 'ideal': [], and FuzzyMatch needs at least "
+                f"one answer; fix the sample or remove it"
+            )
         sampled = self.sample(
             sample["input"], recorder, temperature=0.0, max_tokens=self.max_tokens
         )

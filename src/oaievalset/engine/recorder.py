@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import string
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from oaievalset.progress import atomic_write
+
+logger = logging.getLogger("oaieval")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -80,9 +83,6 @@ class Recorder:
         with self._lock:
             self._events.append(Event(index, len(self._events), sample_id, type, data, now))
 
-    def record_sampling(self, prompt: Any, sampled: str) -> None:
-        self.record("sampling", {"prompt": prompt, "sampled": sampled})
-
     def record_match(self, correct: bool, *, expected: Any, picked: Any, **extra: Any) -> None:
         # As the original: a one-element list of expected answers is written as the element.
         if isinstance(expected, list) and len(expected) == 1:
@@ -124,3 +124,47 @@ class Recorder:
         half a record."""
         text = "".join(line + "\n" for line in self.lines(spec, final_report))
         atomic_write(path, text)
+
+
+def sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The usage of several answers added up, key by key in the order first seen: a missing
+    or null count adds nothing, and nested counts (`completion_tokens_details`) are added up
+    inside (the original crashes on those, openai/evals #1560). A key that is null in every
+    answer sums to 0, as in the original."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, dict):
+                inner = total.get(key)
+                total[key] = sum_usage([inner, value] if isinstance(inner, dict) else [value])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                current = total.get(key, 0)
+                total[key] = (current if isinstance(current, (int, float)) else 0) + value
+            else:
+                total.setdefault(key, 0)
+    return total
+
+
+def add_token_usage(result: dict[str, Any], recorder: Recorder) -> None:
+    """Add the summed usage of the sampling events to the final report as `usage_<key>`,
+    with the original's log lines."""
+    sampling = recorder.events("sampling")
+    usages = [e.data["usage"] for e in sampling if isinstance(e.data.get("usage"), dict)]
+    logger.info(f"Found {len(usages)}/{len(sampling)} sampling events with usage data")
+    if not usages:
+        return
+    total = sum_usage(usages)
+    shown = "\n".join(f"{key}: {_count(value)}" for key, value in total.items())
+    logger.info(f"Token usage from {len(usages)} sampling events:\n{shown}")
+    for key, value in total.items():
+        name = f"usage_{key}"
+        if name in result:
+            logger.warning(f"Usage key {name} already exists in result, not adding {name}")
+        else:
+            result[name] = value
+
+
+def _count(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_count(v)}" for k, v in value.items())
+    return f"{value:,}"
