@@ -26,19 +26,6 @@ ROOT = HERE.parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(ROOT / "tests"))
 
-ORIGINAL_DEPS = [
-    "pyyaml",
-    "blobfile",
-    "requests",
-    "pydantic",
-    "lz4",
-    "zstandard",
-    "openai",
-    "backoff",
-    "tqdm",
-    "tiktoken",
-    "numpy",
-]
 OURS_BIN = Path(sys.executable).parent
 
 
@@ -72,18 +59,10 @@ def side_by_side(
 
 
 def original_venv() -> Path:
-    given = os.environ.get("ORIGINAL_VENV")
-    if given:
-        return Path(given)
-    venv = WORK / "original"
-    if (venv / "bin" / "oaievalset").exists():
-        return venv
-    say("(installing the original into bench/.work/original, once)")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--no-deps", "evals==3.0.1.post1"], check=True)
-    subprocess.run([*pip, *ORIGINAL_DEPS], check=True)
-    return venv
+    from openai_registry import original_venv as installed
+
+    say("(the original: ORIGINAL_VENV, or installed once into bench/.work/original)")
+    return installed(WORK)
 
 
 def original_env(venv: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -175,7 +154,7 @@ def bench_plan(rounds: int) -> None:
     from openai_registry import openai_evals_registry
 
     venv = original_venv()
-    upstream = openai_evals_registry()
+    upstream = openai_evals_registry(WORK)
     true_bin = fake_bin("true")
     ours_env = with_path(true_bin)
     theirs_env = original_env(venv, {"PATH": f"{true_bin}{os.pathsep}{os.environ['PATH']}"})

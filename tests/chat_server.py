@@ -25,10 +25,12 @@ class ChatServer:
     default_answer: str = "I do not know."
     answer_fn: Callable[[dict[str, Any]], str] | None = None  # overrides the table
     latency: float = 0.0
+    latency_fn: Callable[[int], float] | None = None  # by arrival number, overrides latency
     fail_status: int | None = None
     # For the first `fail_for` seconds after start(), every request fails with fail_status.
     fail_for: float | None = None
-    # Which requests fail (by their arrival number, from 0), and with which status.
+    # Which requests fail (by their arrival number, from 0), and with which status; the
+    # status 0 drops the connection without an answer.
     fail_when: Callable[[int, dict[str, Any]], int | None] | None = None
     retry_after: str | None = None  # the Retry-After header sent with failures
     usage: Callable[[dict[str, Any]], Any] | None = None  # the usage of each answer
@@ -74,8 +76,9 @@ class ChatServer:
                 with owner._lock:
                     number = len(owner.requests)
                     owner.requests.append(request)
-                if owner.latency:
-                    time.sleep(owner.latency)
+                delay = owner.latency_fn(number) if owner.latency_fn else owner.latency
+                if delay:
+                    time.sleep(delay)
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"detail": "Not Found"})  # as a web framework says it
                     return
@@ -83,6 +86,10 @@ class ChatServer:
                 if status is not None:
                     with owner._lock:
                         owner.failures += 1
+                    if status == 0:
+                        self.close_connection = True
+                        self.connection.shutdown(2)  # a reset, as a crashing proxy does
+                        return
                     self._send(status, {"error": {"message": "the server failed"}}, retry=True)
                     return
                 model = request.get("model")

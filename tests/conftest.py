@@ -60,9 +60,12 @@ FAKE_OAIEVAL = textwrap.dedent(
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Progress files, ~/.evals and colour settings of the test's own."""
+    """Progress files, records, caches, ~/.evals and colour settings of the test's own: every
+    file a test makes is under its temporary folder."""
     progress = tmp_path / "progress"
     monkeypatch.setenv("OAIEVALSET_PROGRESS_DIR", str(progress))
+    monkeypatch.setenv("OAIEVAL_RECORD_DIR", str(tmp_path / "evallogs"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -77,9 +80,19 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "OPENAI_API_KEY",
         "OPENAI_BASE_URL",
         "EVALS_THREADS",
+        "OAIEVAL_RETRY_BUDGET",
+        "OAIEVAL_REQUEST_TIMEOUT",
     ):
         monkeypatch.delenv(var, raising=False)
     return progress
+
+
+@pytest.fixture(scope="session")
+def test_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where downloads of the session go (the openai/evals wheel, the original's venv): a
+    temporary folder, or OAIEVALSET_TEST_CACHE to keep them between runs."""
+    kept = os.environ.get("OAIEVALSET_TEST_CACHE")
+    return Path(kept) if kept else tmp_path_factory.mktemp("downloads")
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The registry of openai/evals 3.0.1.post1, taken from its wheel on PyPI (YAML files and the
-data of its test evals), for tests and benchmarks that check we read it as the original."""
+"""openai/evals 3.0.1.post1 from PyPI, for tests and benchmarks that compare us with it: its
+registry (taken from its wheel: YAML files and the data of its test evals), and the original
+itself installed in a virtual environment of its own."""
 
 from __future__ import annotations
 
@@ -11,10 +12,47 @@ from pathlib import Path
 
 VERSION = "3.0.1.post1"
 WHEEL = f"evals-{VERSION}-py3-none-any.whl"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oaievalset-tests"
+# What the original's import needs, beside its own wheel (installed with --no-deps: its
+# declared dependencies are about 200 packages).
+ORIGINAL_DEPS = [
+    "pyyaml",
+    "blobfile",
+    "requests",
+    "pydantic",
+    "lz4",
+    "zstandard",
+    "openai",
+    "backoff",
+    "tqdm",
+    "tiktoken",
+    "numpy",
+]
 
 
-def openai_evals_registry(cache: Path = CACHE) -> Path:
+def original_venv(where: Path) -> Path:
+    """A virtual environment with the original installed: ORIGINAL_VENV if set, else
+    `where/original`, made once. Raises RuntimeError when it cannot be installed."""
+    given = os.environ.get("ORIGINAL_VENV")
+    if given:
+        return Path(given)
+    venv = where / "original"
+    if (venv / ".complete").exists():
+        return venv
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+         f"evals=={VERSION}"],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *ORIGINAL_DEPS],
+    ]  # fmt: skip
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not install the original: {done.stderr.strip()[-500:]}")
+    (venv / ".complete").write_text("")
+    return venv
+
+
+def openai_evals_registry(cache: Path) -> Path:
     """The path of the extracted registry, downloading the wheel once (about 46 MB).
 
     Raises RuntimeError when the wheel cannot be had (no access to PyPI).

@@ -19,9 +19,9 @@ EXPECTED: dict[str, list[str]] = json.loads(
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Path:
+def upstream(test_cache: Path) -> Path:
     try:
-        return openai_evals_registry()
+        return openai_evals_registry(test_cache)
     except RuntimeError as exc:  # pragma: no cover - only without access to PyPI
         pytest.skip(str(exc))
 

@@ -26,6 +26,7 @@ Prompt = Union[str, list[dict[str, Any]]]
 DUMMY_RESPONSE = "This is a dummy response."  # what openai/evals' dummy answers
 
 RETRY_BUDGET = 600.0  # seconds a request may spend retrying; OAIEVAL_RETRY_BUDGET overrides
+TRY_TIMEOUT = 600.0  # seconds one try may wait for an answer (the openai package's default)
 BACKOFF_FIRST = 1.0  # seconds before the first retry, doubled after each, at most BACKOFF_MAX
 BACKOFF_MAX = 60.0
 TRANSIENT_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -76,17 +77,18 @@ def to_messages(prompt: Prompt) -> list[dict[str, Any]]:
     )
 
 
-def retry_budget() -> float:
-    text = os.environ.get("OAIEVAL_RETRY_BUDGET")
+def seconds_from_env(name: str, default: float) -> float:
+    """A number of seconds (0 or more) from the environment, or the default."""
+    text = os.environ.get(name)
     if not text:
-        return RETRY_BUDGET
+        return default
     try:
-        budget = float(text)
+        value = float(text)
     except ValueError:
-        budget = -1.0
-    if not budget >= 0 or budget == float("inf"):
-        raise EngineError(f"OAIEVAL_RETRY_BUDGET must be a number of seconds, got '{text}'")
-    return budget
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise EngineError(f"{name} must be a number of seconds, got '{text}'")
+    return value
 
 
 class Throttle:
@@ -157,7 +159,8 @@ class OpenAIChatCompletionFn:
             api_key=str(api_key), base_url=settings.get("api_base") or None, max_retries=0
         )
         self._base_url = str(self._client.base_url)
-        self._budget = retry_budget()
+        self._budget = seconds_from_env("OAIEVAL_RETRY_BUDGET", RETRY_BUDGET)
+        self._try_timeout = seconds_from_env("OAIEVAL_REQUEST_TIMEOUT", TRY_TIMEOUT) or None
         self._throttle = Throttle()
         self._reached = False  # a server that answered once and then refuses is restarting
 
@@ -192,7 +195,7 @@ class OpenAIChatCompletionFn:
                     response = self._client.chat.completions.create(
                         model=self.name,
                         messages=messages,  # type: ignore[arg-type]  # plain dicts
-                        timeout=max(left, 1.0) if self._budget else None,
+                        timeout=self._timeout(left),
                         **params,
                     )
             except openai.APIStatusError as exc:
@@ -224,6 +227,12 @@ class OpenAIChatCompletionFn:
                 ) from None
             logger.info(f"Retrying in {delay:.1f} s after try {tries} ({failure})")
             time.sleep(delay)
+
+    def _timeout(self, left: float) -> float | None:
+        """One try waits at most OAIEVAL_REQUEST_TIMEOUT, and not past the retry budget."""
+        if not self._budget:
+            return self._try_timeout
+        return min(self._try_timeout or left, max(left, 1.0))
 
     def _refused(self, exc: Any) -> ModelError:
         """The one-line error for a failure that retrying cannot mend."""
