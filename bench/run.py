@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -271,10 +272,8 @@ def bench_parallel(sleep: float = 1.0, count: int = 8) -> None:
         say(f"  -j {jobs}: {walls[jobs]:5.2f} s, efficiency {efficiency:.2f}{note}")
 
 
-def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
-    from chat_server import ChatServer
-
-    venv = original_venv()
+def _qa_registry(samples: int) -> tuple[Path, dict[str, str]]:
+    """A registry with one Match eval of `samples` questions, and the right answers."""
     root = WORK / "engine-registry"
     (root / "evals").mkdir(parents=True, exist_ok=True)
     (root / "data" / "qa").mkdir(parents=True, exist_ok=True)
@@ -289,25 +288,35 @@ def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> N
         "bench-qa.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
         "  args:\n    samples_jsonl: qa/samples.jsonl\n"
     )
+    return root, answers
+
+
+def _engine_command(exe: Path, root: Path) -> list[str]:
+    record = WORK / "engine-record.jsonl"
+    return [str(exe), "gpt-4", "bench-qa.dev.v0", "--registry_path", str(root),
+            "--record_path", str(record)]  # fmt: skip
+
+
+def _server_env(server: Any) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-bench",
+        "EVALS_THREADS": "10",
+    }
+
+
+def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
+    from chat_server import ChatServer
+
+    venv = original_venv()
+    root, answers = _qa_registry(samples)
     server = ChatServer(answers=answers, latency=latency, models=("gpt-4",)).start()
     try:
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": server.base_url,
-            "OPENAI_API_KEY": "sk-bench",
-            "EVALS_THREADS": "10",
-        }
-        args = [
-            "gpt-4",
-            "bench-qa.dev.v0",
-            "--registry_path",
-            str(root),
-            "--record_path",
-            str(WORK / "engine-record.jsonl"),
-        ]
+        env = _server_env(server)
         ours, theirs = side_by_side(
-            lambda: timed([str(OURS_BIN / "oaieval"), *args], env),
-            lambda: timed([str(venv / "bin" / "oaieval"), *args], env),
+            lambda: timed(_engine_command(OURS_BIN / "oaieval", root), env),
+            lambda: timed(_engine_command(venv / "bin" / "oaieval", root), env),
             rounds,
         )
     finally:
@@ -317,6 +326,47 @@ def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> N
         f"                               ours {ours:7.2f} s    original {theirs:7.2f} s    "
         f"ratio {ours / theirs:.3f} (target <= 1)"
     )
+
+
+def bench_unhealthy(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
+    """What retries cost: the same eval against a healthy server, one that fails 30% of
+    requests (429 and 500, no Retry-After), and one that answers 429 to everything for
+    3 s (with Retry-After: 1) and then recovers. Each result is checked against the
+    healthy one."""
+    from chat_server import ChatServer
+
+    root, answers = _qa_registry(samples)
+    kinds: dict[str, dict[str, Any]] = {
+        "healthy": {},
+        "30% 429/500": {"fail_when": lambda n, r: {1: 429, 4: 500, 7: 429}.get(n % 10)},
+        "429 for 3 s": {"fail_for": 3.0, "fail_status": 429, "retry_after": "1"},
+    }
+    say(
+        f"engine against unhealthy servers, {samples} samples, {latency * 1000:.0f} ms, 10 threads:"
+    )
+    healthy_time, healthy_report = 0.0, None
+    for name, settings in kinds.items():
+        times = []
+        for _ in range(rounds):
+            server = ChatServer(answers=answers, latency=latency, models=("gpt-4",), **settings)
+            server.start()
+            try:
+                times.append(
+                    timed(_engine_command(OURS_BIN / "oaieval", root), _server_env(server))
+                )
+            finally:
+                server.stop()
+            lines = (WORK / "engine-record.jsonl").read_text().splitlines()
+            report = json.loads(lines[-1])["final_report"]
+            healthy_report = healthy_report or report
+            if report != healthy_report:
+                raise SystemExit(f"{name}: {report} differs from the healthy {healthy_report}")
+        median = statistics.median(times)
+        healthy_time = healthy_time or median
+        say(
+            f"  {name:12} {median:6.2f} s   {median / healthy_time:5.2f}x the healthy time, "
+            f"same results"
+        )
 
 
 def bench_install() -> None:
@@ -394,6 +444,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "overhead": bench_overhead,
     "parallel": bench_parallel,
     "engine": bench_engine,
+    "unhealthy": bench_unhealthy,
     "install": bench_install,
 }
 

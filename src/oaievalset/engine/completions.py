@@ -92,9 +92,9 @@ def seconds_from_env(name: str, default: float) -> float:
 
 
 class Throttle:
-    """What all the threads asking one server share: a pause that a 429 imposes on every
-    one of them, and a limit on requests in flight that halves at each 429 and grows back
-    by one with each success (additive increase, multiplicative decrease)."""
+    """What all the threads asking one server share: a limit on requests in flight that
+    halves at each 429 and grows back by one with each success (additive increase,
+    multiplicative decrease), and the pause a 429's Retry-After asks of every thread."""
 
     def __init__(self, most: int = 1 << 16) -> None:
         self._cond = threading.Condition()
@@ -203,7 +203,7 @@ class OpenAIChatCompletionFn:
                     raise self._refused(exc) from None
                 failure, pause = f"HTTP {exc.status_code}: {_message(exc)}", _retry_after(exc)
                 if exc.status_code == 429:
-                    self._throttle.slow_down(pause if pause is not None else BACKOFF_FIRST)
+                    self._throttle.slow_down(pause or 0.0)
             except openai.APITimeoutError:
                 failure, pause = "no answer in time", None
             except openai.APIConnectionError as exc:
