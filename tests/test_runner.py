@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oaievalset import runner
-from oaievalset.executor import Job
+from oaievalset.executor import Ended, JobSpec
 from oaievalset.progress import ProgressFile
 from oaievalset.runner import RunOptions, execute
 
@@ -24,7 +24,7 @@ class FakeJob:
 
     def terminate(self) -> None:
         self.signals.append("TERM")
-        self.executor.ended.append((self, -15))
+        self.executor.ended.append(Ended(self, -15))
 
     def kill(self) -> None:
         self.signals.append("KILL")
@@ -38,11 +38,12 @@ class FakeExecutor:
         self.codes = codes or {}
         self.hang = set(hang)
         self.started: list[str] = []
-        self.ended: list[tuple[Job, int]] = []
+        self.ended: list[Ended] = []
         self.running_peak = 0
         self._running = 0
 
-    def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> FakeJob:
+    def start(self, spec: JobSpec) -> FakeJob:
+        command = spec.command
         key = command[2]
         self.started.append(key)
         job = FakeJob(self, list(command))
@@ -50,16 +51,19 @@ class FakeExecutor:
         self.running_peak = max(self.running_peak, self._running)
         if key not in self.hang:
             codes = self.codes.get(key, [0])
-            self.ended.append((job, codes.pop(0) if len(codes) > 1 else codes[0]))
+            self.ended.append(Ended(job, codes.pop(0) if len(codes) > 1 else codes[0]))
         return job
 
-    def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
+    def wait(self, timeout: float | None) -> list[Ended]:
         if not self.ended:
             time.sleep(min(timeout if timeout is not None else 0.01, 0.01))
             return []
         ended, self.ended = self.ended, []
         self._running -= len(ended)
         return ended
+
+    def close(self) -> None:
+        pass
 
 
 def commands(*keys: str) -> list[list[str]]:

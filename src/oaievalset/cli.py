@@ -79,7 +79,11 @@ def get_parser() -> argparse.ArgumentParser:
         default=True,
         help="Stop at the first eval that fails.",
     )
-    ours = parser.add_argument_group("beyond the original")
+    _add_our_flags(parser.add_argument_group("beyond the original"))
+    return parser
+
+
+def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
     ours.add_argument("--version", action=VersionAction, help="Show the version and exit.")
     ours.add_argument(
         "-j",
@@ -117,7 +121,6 @@ def get_parser() -> argparse.ArgumentParser:
         help="List the eval sets, or the evals that SET resolves to; run nothing.",
     )
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
-    return parser
 
 
 class OaiEvalSetArguments(argparse.Namespace):

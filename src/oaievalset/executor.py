@@ -11,36 +11,60 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from oaievalset.errors import LaunchError
 
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when a child must stop
 
 
+class JobSpec(NamedTuple):
+    """One eval to run, with all an executor needs to run it here or elsewhere."""
+
+    command: Sequence[str]
+    log: Path  # where its stdout and stderr end up, on this machine
+    echo_stderr: bool = False  # also show its stderr live on ours (one eval at a time)
+    env: Mapping[str, str] | None = None  # its environment; None: this process's own
+
+
 class Job(Protocol):
-    """A started command."""
+    """A started eval."""
 
     def terminate(self) -> None: ...
 
     def kill(self) -> None: ...
 
 
-class Executor(Protocol):
-    """Starts commands and reports those that have ended.
+class Ended(NamedTuple):
+    """What comes back from an eval: its exit code, and where its record is when the
+    executor moved it (else the log says, as `oaieval` logs it) and where it ran."""
 
-    This is the seam where another engine (a cluster, a queue) can take over: the runner
-    only starts commands, waits for endings and asks for a stop.
+    job: Job
+    exit_code: int
+    record: str | None = None
+    where: str | None = None
+
+
+class Executor(Protocol):
+    """Starts evals and reports those that have ended.
+
+    This is the seam where another engine (a cluster, a queue) takes over: the runner only
+    starts jobs, waits for endings and asks for a stop. Whatever runs the eval, its output
+    must reach `spec.log`, which the runner reads for the final report.
     """
 
-    def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> Job:
-        """Start a command: its output goes to log_path (stderr also to ours if asked)."""
+    def start(self, spec: JobSpec) -> Job:
+        """Start an eval."""
         ...
 
-    def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
-        """The jobs that ended, with their exit codes; [] if none did within timeout."""
+    def wait(self, timeout: float | None) -> list[Ended]:
+        """The jobs that ended; [] if none did within timeout."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds; called when no job runs any more."""
         ...
 
 
@@ -212,10 +236,11 @@ class SubprocessExecutor:
             self._found[name] = find_executable(name)
         return self._found[name] or name
 
-    def start(self, command: Sequence[str], log_path: Path, echo_stderr: bool) -> Job:
+    def start(self, spec: JobSpec) -> Job:
+        command, echo_stderr = spec.command, spec.echo_stderr
         # A bare descriptor (closed when the child is reaped): the child writes to it
         # directly, and so do we for its stderr, appending.
-        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             proc = subprocess.Popen(
                 list(command),
@@ -223,6 +248,7 @@ class SubprocessExecutor:
                 stdout=log,
                 stderr=subprocess.PIPE if echo_stderr else log,
                 stdin=None if echo_stderr else subprocess.DEVNULL,
+                env=None if spec.env is None else dict(spec.env),
             )
         except FileNotFoundError:
             os.close(log)
@@ -252,15 +278,15 @@ class SubprocessExecutor:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
 
-    def wait(self, timeout: float | None) -> list[tuple[Job, int]]:
-        ended: list[tuple[Job, int]] = []
+    def wait(self, timeout: float | None) -> list[Ended]:
+        ended: list[Ended] = []
         for key, _ in self._selector.select(timeout):
             if key.data is None:  # a waiting thread saw a child end
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
                 for child in list(self._children):
                     if child.proc.poll() is not None:
-                        ended.append((child, self._reap(child)))
+                        ended.append(Ended(child, self._reap(child)))
                 continue
             child, what = key.data
             if child not in self._children:  # reaped earlier in this same batch
@@ -271,7 +297,7 @@ class SubprocessExecutor:
             else:
                 self._selector.unregister(key.fd)
                 os.close(key.fd)
-                ended.append((child, self._reap(child)))
+                ended.append(Ended(child, self._reap(child)))
         return ended
 
     def _reap(self, child: _Child) -> int:

@@ -6,8 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from oaievalset.claims import command_id
 from oaievalset.commands import Command
-from oaievalset.progress import ProgressFile, command_id, format_entry, recorded_set
+from oaievalset.progress import ProgressFile, format_entry, recorded_set
 from oaievalset.registry import Registry
 
 
@@ -22,8 +23,8 @@ def plan_entries(
     for line in recorded:
         if isinstance(line, list) and len(line) > 2 and isinstance(line[2], str):
             by_eval.setdefault(line[2], []).append(line)
-    states = progress.read_state()
-    running = progress.claimed_elsewhere(commands)
+    states = progress.state.journal.read()
+    running = progress.state.claims.held_elsewhere(commands)
     entries: list[dict[str, Any]] = []
     for command in commands:
         key = command_id(command)

@@ -1,32 +1,28 @@
-"""The progress file: read it, record completed commands, claim commands, keep run state.
+"""The progress file: read it, record completed commands, under a lock, atomically.
 
-The file itself is byte-compatible with the original: one `json.dumps(command)` per line,
-so that either tool can resume the other's run. Everything else (the lock, claims, the
-state of each command, logs, the report) lives in a folder beside it, never inside it.
+The file is byte-compatible with the original: one `json.dumps(command)` per line, the
+whole file rewritten after each completed eval, so that either tool can resume the
+other's run. Everything else lives in the state folder beside it (see `state.py`).
 """
 
 from __future__ import annotations
 
-import fcntl
-import functools
-import hashlib
 import json
 import os
-import re
-import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from oaievalset.claims import command_id
 from oaievalset.errors import ProgressError
+from oaievalset.files import atomic_write
+from oaievalset.state import StateFolder, state_folder_of
+
+__all__ = ["ProgressFile", "atomic_write", "command_id", "progress_path"]
 
 DEFAULT_PROGRESS_DIR = "/tmp/oaievalset"
-STATE_COMPACT_AT = 256 * 1024  # bytes of state journal before a run compacts it
 LOCK_TIMEOUT = 60.0  # seconds; the lock is only held to read and rewrite small files
-
-_UNSAFE = re.compile(r"[^\w.-]")  # replaced by _ in log file names
 
 Entry = Any  # a recorded line: a command (list of str), or whatever JSON another tool wrote
 
@@ -51,16 +47,6 @@ def progress_path(model: str, eval_set: str, base: str | None = None) -> Path:
         )
     # String formatting, not Path joining: a leading '/' in the model stays under base.
     return Path(f"{base}/{relative}")
-
-
-@functools.lru_cache(maxsize=4096)
-def _command_id(frozen: tuple[str, ...]) -> str:
-    return hashlib.sha1("\0".join(frozen).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def command_id(command: Sequence[str]) -> str:
-    """A short stable name for a command, for its claim and state entry."""
-    return _command_id(tuple(command))
 
 
 def parse_progress(text: str, path: Path) -> list[Entry]:
@@ -118,22 +104,32 @@ def _stat_key(path: Path) -> tuple[int, int, int]:
 
 
 class ProgressFile:
-    """One progress file and the state folder beside it."""
+    """One progress file, and (as `.state`) the state folder beside it."""
 
     def __init__(self, path: Path, fresh: bool = False) -> None:
         self.path = path
+        self.state: StateFolder = state_folder_of(path)
         # With --no-resume the first record drops what the file held when this run started
         # (as the original), but keeps what other processes recorded since: see _stale.
         self._fresh = fresh
         self._started_fresh = fresh
         self._stale: Counter[str] = Counter()  # entries (as JSON text) held at the start
-        stem = path.name[: -len(".txt")] if path.name.endswith(".txt") else path.name
-        self.state_dir = path.parent / f"{stem}.d"
-        self._lock: Any = None  # a filelock.FileLock, made when first needed
-        self._claims: dict[str, int] = {}  # command id -> descriptor holding its flock
-        self._state_fd: int | None = None  # the state journal, open for the whole run
         self._snapshot: _Snapshot | None = None
-        self._presence: int | None = None  # holds a shared flock on `active` during a run
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state.path
+
+    @property
+    def fresh(self) -> bool:
+        """Whether this is a --no-resume run (the first record starts a fresh record)."""
+        return self._started_fresh
+
+    @property
+    def kept_earlier_record(self) -> bool:
+        """True while a --no-resume run has recorded nothing: the file still holds the
+        record from before the run."""
+        return self._fresh
 
     # -- reading -------------------------------------------------------------------------
 
@@ -172,127 +168,6 @@ class ProgressFile:
         self._snapshot = _Snapshot(key, parse_progress(text, self.path), None)
         return self._snapshot
 
-    # -- writing -------------------------------------------------------------------------
-
-    def prepare(self) -> None:
-        """Create the state folder now, so that an unwritable place fails before any eval."""
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            (self.state_dir / "logs").mkdir(exist_ok=True)
-            (self.state_dir / "claims").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise ProgressError(
-                f"cannot create {self.state_dir} ({exc.strerror}); "
-                f"make {self.path.parent} writable or set OAIEVALSET_PROGRESS_DIR"
-            ) from None
-        if not os.access(self.path.parent, os.W_OK):
-            raise ProgressError(
-                f"cannot write to {self.path.parent}; make it writable "
-                f"or set OAIEVALSET_PROGRESS_DIR"
-            )
-        # A lock that another process keeps holding fails the run here, before any eval
-        # runs, rather than after the first one. Under it (so that no other process is
-        # between its own two steps), join the processes running on this file, and compact
-        # the journal if this one is alone.
-        with self.locked():
-            if self._join():
-                self._compact_state()
-            assert self._presence is not None
-            fcntl.flock(self._presence, fcntl.LOCK_SH)  # others may join; none may compact
-            if self._fresh:
-                self._stale = Counter(_entry_key(e) for e in self._readable_entries())
-
-    def _join(self) -> bool:
-        """Mark this process as running on this progress file, until close(): a shared
-        flock on `active` in the state folder. True if no other process is running on it
-        (the lock could be taken exclusively), which is when the journal may be compacted."""
-        if self._presence is not None:
-            os.close(self._presence)
-        path = self.state_dir / "active"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ProgressError(
-                f"cannot open {path} ({exc.strerror}); make {self.state_dir} writable"
-            ) from None
-        self._presence = fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _compact_state(self) -> None:
-        """Rewrite a large state journal with one line per command, its last state.
-
-        Only while no other process runs on this file (one would keep appending to the
-        journal it opened), and only when that at least halves it: a journal then grows
-        with the commands of the set, not with the number of runs.
-        """
-        try:
-            if self.state_path.stat().st_size <= STATE_COMPACT_AT:
-                return
-            lines = self.state_path.read_bytes().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return
-        states = _merge_states(lines)
-        if 2 * len(states) > len(lines):
-            return
-        with suppress(OSError):  # the journal only informs: a failed compaction loses nothing
-            atomic_write(self.state_path, "".join(json.dumps(s) + "\n" for s in states.values()))
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the progress lock, for a read-modify-write of the progress file.
-
-        A free lock is taken with one flock call; a busy one is waited for through filelock,
-        with a timeout. Both lock the same file with flock, so they exclude each other, and
-        other processes, whichever way each took it. (filelock's own bookkeeping costs about
-        0.25 ms per acquire, more than the rest of recording an eval.)
-        """
-        fd = self._lock_if_free()
-        if fd is not None:
-            try:
-                yield
-            finally:
-                os.close(fd)  # the only descriptor of this open file: closing unlocks
-            return
-        # Imported here: only a busy lock needs it, and filelock takes a while to load.
-        from filelock import FileLock, Timeout
-
-        if self._lock is None:
-            # Only the main thread takes it: filelock's per-thread bookkeeping is not needed.
-            self._lock = FileLock(str(self.state_dir / "lock"), thread_local=False)
-        try:
-            with self._lock.acquire(timeout=LOCK_TIMEOUT):
-                yield
-        except Timeout:
-            raise ProgressError(
-                f"could not lock {self._lock.lock_file} within {LOCK_TIMEOUT:.0f} s; "
-                f"another oaievalset holds it: wait for it, or delete the file if none runs"
-            ) from None
-
-    def _lock_if_free(self) -> int | None:
-        """A descriptor holding the progress lock, or None if it is busy (or cannot be
-        opened: filelock then waits, or reports the error)."""
-        try:
-            fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # Locked, but maybe a file that was removed meanwhile: not the lock any more.
-            if os.fstat(fd).st_nlink == 0:
-                os.close(fd)
-                return None
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
     def _readable_entries(self) -> list[Entry]:
         """The entries of the file as it is now; none if it cannot be parsed (a --no-resume
         run replaces such a file, as the original does)."""
@@ -308,12 +183,41 @@ class ProgressFile:
         left = Counter(self._stale)
         kept = []
         for entry in self._readable_entries():
-            key = _entry_key(entry)
+            key = json.dumps(entry)
             if left[key] > 0:
                 left[key] -= 1
             else:
                 kept.append(entry)
         return kept
+
+    def is_recorded(self, command: Sequence[str]) -> bool:
+        """Whether the file (as it is now) holds this command; after --no-resume, before the
+        first record, only what was recorded since this run started counts."""
+        if self._fresh:
+            return tuple(command) in recorded_set(self._since_start())
+        snapshot = self._current()
+        return snapshot is not None and tuple(command) in snapshot.commands
+
+    # -- writing -------------------------------------------------------------------------
+
+    def locked(self) -> Any:
+        """Hold the progress lock, for a read-modify-write of the progress file."""
+        return self.state.lock.held(LOCK_TIMEOUT)
+
+    def prepare(self) -> None:
+        """Before the first eval: make the state folder (so that an unwritable place fails
+        now), and under the lock (so that no other process is between its own two steps)
+        join the processes running on this set and tidy the journal if this one is alone.
+        A lock that another process keeps holding fails the run here, before any eval."""
+        self.state.create(self.path.parent)
+        with self.locked():
+            self.state.join()
+            if self._fresh:
+                self._stale = Counter(json.dumps(e) for e in self._readable_entries())
+
+    def close(self) -> None:
+        """Release what a run held in the state folder."""
+        self.state.close()
 
     def record(self, command: Sequence[str]) -> None:
         """Add a completed command to the file, under the lock, with an atomic replace.
@@ -323,10 +227,11 @@ class ProgressFile:
         does not serialize every entry again each time.
         """
         with self.locked():
+            before: _Snapshot | None = None
+            text: str | None
             if self._fresh:
                 # The first record of a --no-resume run: a fresh record, which still keeps
                 # every entry recorded since this run started, by any process.
-                before = None
                 entries: list[Entry] = self._since_start()
                 text = None
                 self._fresh = False
@@ -344,172 +249,3 @@ class ProgressFile:
                 after._commands = before._commands  # extended, not built again
                 after._commands.add(tuple(command))
             self._snapshot = after
-
-    def is_recorded(self, command: Sequence[str]) -> bool:
-        """Whether the file (as it is now) holds this command; after --no-resume, before the
-        first record, only what was recorded since this run started counts."""
-        if self._fresh:
-            return tuple(command) in recorded_set(self._since_start())
-        snapshot = self._current()
-        return snapshot is not None and tuple(command) in snapshot.commands
-
-    @property
-    def fresh(self) -> bool:
-        """Whether this is a --no-resume run (the first record starts a fresh record)."""
-        return self._started_fresh
-
-    @property
-    def kept_earlier_record(self) -> bool:
-        """True while a --no-resume run has recorded nothing: the file still holds the
-        record from before the run."""
-        return self._fresh
-
-    # -- claims: which process is running which command ---------------------------------
-    # A claim is an OS lock (flock) on a small file per command: it vanishes with its
-    # process, even on kill -9. These are plain non-blocking flock calls rather than
-    # filelock objects: they are taken once per eval, and filelock's bookkeeping costs
-    # about a hundred times more than the system call.
-
-    def _claim_path(self, command: Sequence[str]) -> Path:
-        return self.state_dir / "claims" / f"{command_id(command)}.lock"
-
-    def try_claim(self, command: Sequence[str]) -> bool:
-        """Claim a command for this process; False if another process holds it."""
-        return self._claim(command, blocking=False)
-
-    def wait_claim(self, command: Sequence[str]) -> None:
-        """Wait until no other process holds the command, then hold it."""
-        self._claim(command, blocking=True)
-
-    def _claim(self, command: Sequence[str], blocking: bool) -> bool:
-        key = command_id(command)
-        if key in self._claims:
-            return True
-        fd = os.open(self._claim_path(command), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        self._claims[key] = fd
-        return True
-
-    def is_claimed_elsewhere(self, command: Sequence[str]) -> bool:
-        return self._claim_path(command).exists() and self._held_by_other(command)
-
-    def _held_by_other(self, command: Sequence[str]) -> bool:
-        if self.try_claim(command):
-            self.release(command)
-            return False
-        return True
-
-    def claimed_elsewhere(self, commands: Sequence[Sequence[str]]) -> set[str]:
-        """The ids of the commands that another process holds now (one folder listing,
-        then a probe of only those that have a claim file)."""
-        try:
-            names = set(os.listdir(self.state_dir / "claims"))
-        except OSError:
-            return set()
-        return {
-            command_id(command)
-            for command in commands
-            if f"{command_id(command)}.lock" in names and self._held_by_other(command)
-        }
-
-    def release(self, command: Sequence[str]) -> None:
-        fd = self._claims.pop(command_id(command), None)
-        if fd is not None:
-            os.close(fd)  # closing the only descriptor releases the flock
-
-    # -- state beside the progress file --------------------------------------------------
-
-    @property
-    def state_path(self) -> Path:
-        return self.state_dir / "state.jsonl"
-
-    def read_state(self) -> dict[str, dict[str, Any]]:
-        """The last known state of each command, by command id.
-
-        The state file is a journal: one JSON object per line, the last one for a command
-        wins. It only informs (the progress file decides what is done), so a line cut
-        short by a crash is skipped.
-        """
-        try:
-            lines = self.state_path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            return {}
-        return _merge_states(lines)
-
-    def update_state(self, command: Sequence[str], **fields: Any) -> None:
-        """Append a state change for a command. One write() of one line with O_APPEND, so
-        concurrent processes never interleave within a line."""
-        event = {"id": command_id(command), "command": list(command), **fields}
-        line = (json.dumps(event) + "\n").encode("utf-8")
-        if self._state_fd is None:  # opened once per run, closed by close()
-            try:
-                self._state_fd = os.open(
-                    self.state_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-                )
-            except OSError as exc:
-                raise ProgressError(f"{self.state_path}: cannot write ({exc.strerror})") from None
-        os.write(self._state_fd, line)
-
-    def close(self) -> None:
-        """Release what a run held: the state journal and any claims left."""
-        if self._state_fd is not None:
-            os.close(self._state_fd)
-            self._state_fd = None
-        for fd in self._claims.values():
-            os.close(fd)
-        self._claims.clear()
-        if self._presence is not None:
-            os.close(self._presence)
-            self._presence = None
-
-    def log_path(self, command: Sequence[str]) -> Path:
-        key = command[2] if len(command) > 2 else "eval"
-        return Path(f"{self.state_dir}/logs/{_UNSAFE.sub('_', key)}.{command_id(command)[:8]}.log")
-
-
-def _entry_key(entry: Entry) -> str:
-    return json.dumps(entry)
-
-
-def _merge_states(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The journal's lines merged by command id, later fields winning; bad lines skipped."""
-    states: dict[str, dict[str, Any]] = {}
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and isinstance(event.get("id"), str):
-            states.setdefault(event["id"], {}).update(event)
-    return states
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary sibling, then os.replace."""
-    # One temporary name per process and thread: callers hold the lock of the file, and a
-    # name left behind by a killed process is simply overwritten next time.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except FileNotFoundError:  # the folder is new, or was removed during the run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            # No fsync: os.replace already makes the file whole-or-nothing whatever happens
-            # to the process, and an fsync per completed eval would dominate small runs.
-            os.write(fd, text.encode("utf-8"))
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from oaievalset.claims import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
-from oaievalset.progress import command_id
 from oaievalset.results import DONE_EARLIER, FAILED, FAILURES, Result
 
 if TYPE_CHECKING:
@@ -157,6 +157,7 @@ def json_report(
                 "duration": r.duration,
                 "log": str(r.log) if r.log else None,
                 "record": r.record,
+                "where": r.where,
                 "metrics": {k: _finite(v) for k, v in r.metrics.items()},
             }
         )
@@ -205,7 +206,7 @@ _RUN_ID: str | None = None
 
 def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list[Result]:
     """Results for the commands recorded before this run, from the state journal."""
-    states = progress.read_state() if commands else {}
+    states = progress.state.journal.read() if commands else {}
     results = []
     for command in commands:
         state = states.get(command_id(command), {})
@@ -309,14 +310,14 @@ def _failure_reason(r: Result) -> str:
 def _write(progress: ProgressFile, data: dict[str, Any]) -> Path | None:
     """reports/<run id>.json, then report.json as the latest report: each whole or not at
     all, so that two runs at once each keep their own."""
-    from oaievalset.progress import atomic_write
+    from oaievalset.files import atomic_write
 
     data = {"run_id": run_id(), "pid": os.getpid(), **data}
     text = dumps(data) + "\n"
-    latest = progress.state_dir / "report.json"
+    latest = progress.state.latest_report
     try:
-        (progress.state_dir / "reports").mkdir(parents=True, exist_ok=True)
-        atomic_write(progress.state_dir / "reports" / f"{run_id()}.json", text)
+        progress.state.reports.mkdir(parents=True, exist_ok=True)
+        atomic_write(progress.state.reports / f"{run_id()}.json", text)
         atomic_write(latest, text)
     except OSError as exc:
         print(f"{PROG}: warning: could not write {latest} ({exc.strerror})", file=sys.stderr)

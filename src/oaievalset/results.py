@@ -35,6 +35,7 @@ class Result:
         log: Path | None = None,
         metrics: dict[str, Any] | None = None,
         record: str | None = None,
+        where: str | None = None,
     ) -> None:
         self.command = command
         self.status = status
@@ -45,6 +46,7 @@ class Result:
         self.log = log
         self.metrics: dict[str, Any] = metrics if metrics is not None else {}
         self.record = record  # the JSONL record the eval wrote, as its log names it
+        self.where = where  # the node or job that ran it, when an executor says
 
     def __repr__(self) -> str:
         return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import IO, NamedTuple
 
 from oaievalset.commands import Command
-from oaievalset.executor import STOP_GRACE, Executor, Job, describe_exit
+from oaievalset.executor import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
 from oaievalset.progress import ProgressFile
 from oaievalset.report import read_outcome
 from oaievalset.results import (
@@ -134,6 +134,8 @@ class _Run:
     ) -> None:
         self.slots = slots
         self.progress = progress
+        self.claims = progress.state.claims
+        self.journal = progress.state.journal
         self.options = options
         self.executor = executor
         self.view = view
@@ -157,8 +159,8 @@ class _Run:
                 continue
             ended = self.executor.wait(self.wait_time())
             self.enforce_timeouts()
-            for job, code in ended:
-                self.end(self.running.pop(id(job)), code)
+            for outcome in ended:
+                self.end(self.running.pop(id(outcome.job)), outcome)
 
     def start_what_may_start(self) -> None:
         """Up to `jobs` at once, nothing new once stopping, retries when their time comes."""
@@ -187,7 +189,7 @@ class _Run:
 
     def claim(self, slot: _Slot) -> bool:
         """pending -> held (another process has it), ended (it recorded it), or claimed."""
-        if not self.progress.try_claim(slot.command):
+        if not self.claims.try_claim(slot.command):
             self.view.warn(
                 f"oaievalset: {slot.name} is running in another oaievalset process; "
                 f"leaving it to that one"
@@ -195,7 +197,7 @@ class _Run:
             slot.phase = HELD
             return False
         if self.progress.is_recorded(slot.command):
-            self.progress.release(slot.command)
+            self.claims.release(slot.command)
             self.finish(slot, DONE_ELSEWHERE)
             return False
         return True
@@ -204,7 +206,7 @@ class _Run:
         """pending or waiting -> running."""
         result = slot.result
         result.attempts += 1
-        log = self.progress.log_path(slot.command)
+        log = self.progress.state.log_path(slot.command)
         if result.attempts == 1:  # a new run starts a new log; retries append to it
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(log, 0)
@@ -213,11 +215,12 @@ class _Run:
         slot.timed_out = False
         slot.phase = RUNNING  # before the line is drawn, so that the live line counts it
         self.view.say(f"Running command: {slot.name} ({slot.index}/{self.total})")
-        slot.job = self.executor.start(slot.command, log, echo_stderr=self.options.jobs == 1)
+        # At -j 1 the child's stderr is shown live, as the original shows it.
+        slot.job = self.executor.start(JobSpec(slot.command, log, self.options.jobs == 1))
         slot.deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         slot.kill_at = None
         self.running[id(slot.job)] = slot
-        self.progress.update_state(
+        self.journal.update(
             slot.command,
             status="running",
             pid=os.getpid(),
@@ -228,13 +231,14 @@ class _Run:
             log=str(log),
         )
 
-    def end(self, slot: _Slot, code: int) -> None:
+    def end(self, slot: _Slot, outcome: Ended) -> None:
         """running -> ended (done, failed, timed out) or waiting (for a retry)."""
         result = slot.result
-        result.exit_code = code
+        code = result.exit_code = outcome.exit_code
         result.ended = time.time()
+        result.where = outcome.where or result.where
         if code == 0 and not slot.timed_out:
-            self.succeed(slot)
+            self.succeed(slot, outcome.record)
             return
         why = "timed out" if slot.timed_out else describe_exit(code)
         if result.attempts < self.options.attempts and not self.stopping:
@@ -250,12 +254,12 @@ class _Run:
         self.fail(slot, TIMEOUT if slot.timed_out else FAILED)
         self.view.failure(f"Failed: {slot.name} ({why}); log: {result.log}", result.log)
 
-    def succeed(self, slot: _Slot) -> None:
+    def succeed(self, slot: _Slot, record: str | None) -> None:
         result = slot.result
         self.progress.record(slot.command)
-        self.progress.release(slot.command)
+        self.claims.release(slot.command)
         outcome = read_outcome(result.log)
-        result.metrics, result.record = outcome.metrics, outcome.record
+        result.metrics, result.record = outcome.metrics, record or outcome.record
         self.finish(slot, DONE)
         saved = f"Saved progress to {self.progress.path}"
         if self.options.jobs > 1:  # several run at once: say which one ended
@@ -264,7 +268,7 @@ class _Run:
 
     def fail(self, slot: _Slot, status: str) -> None:
         slot.result.metrics = {}
-        self.progress.release(slot.command)
+        self.claims.release(slot.command)
         self.finish(slot, status)
         if self.options.exit_on_error:
             self.stopping = True
@@ -275,7 +279,7 @@ class _Run:
         slot.phase = ENDED
         result.status = status
         if result.attempts:
-            self.progress.update_state(
+            self.journal.update(
                 slot.command,
                 status=status,
                 exit_code=result.exit_code,
@@ -308,8 +312,8 @@ class _Run:
         """Evals another process held: wait for it to let go, then see if it completed them."""
         for slot in self.slots:
             if slot.phase == HELD:
-                self.progress.wait_claim(slot.command)
-                self.progress.release(slot.command)
+                self.claims.wait_claim(slot.command)
+                self.claims.release(slot.command)
                 recorded = self.progress.is_recorded(slot.command)
                 self.finish(slot, DONE_ELSEWHERE if recorded else INCOMPLETE)
 
@@ -323,7 +327,7 @@ class _Run:
             for slot in self.slots:
                 if slot.phase in (RUNNING, WAITING):
                     slot.result.ended = time.time()
-                    self.progress.release(slot.command)
+                    self.claims.release(slot.command)
                     # The state only informs; never let it hide the interrupt.
                     with contextlib.suppress(Exception):
                         self.finish(slot, INTERRUPTED)
@@ -340,9 +344,9 @@ class _Run:
         for then_kill in (True, False):
             deadline = time.monotonic() + STOP_GRACE
             while left and time.monotonic() < deadline:
-                for job, code in self.executor.wait(max(0.0, deadline - time.monotonic())):
-                    if id(job) in left:
-                        left.pop(id(job)).result.exit_code = code
+                for outcome in self.executor.wait(max(0.0, deadline - time.monotonic())):
+                    if id(outcome.job) in left:
+                        left.pop(id(outcome.job)).result.exit_code = outcome.exit_code
             if then_kill:
                 for slot in left.values():
                     if slot.job is not None:

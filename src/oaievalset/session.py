@@ -48,11 +48,52 @@ def run_set(
 ) -> int:
     """Run every eval of the set against the model; returns the exit code. Errors the user
     can fix raise an OaiEvalSetError before anything runs."""
-    from oaievalset.commands import build_commands
     from oaievalset.progress import ProgressFile, progress_path
-    from oaievalset.registry import Registry
 
     color = use_color(sys.stdout) if color is None else color
+    commands = _commands(settings, registry)
+    progress = ProgressFile(
+        progress_path(settings.model, settings.eval_set), fresh=not settings.resume
+    )
+    if settings.plan:
+        return _show_plan(settings, commands, progress)
+
+    done = _announce(settings, commands, progress)
+    todo = [c for c in commands if tuple(c) not in done]
+    results, interrupted = _run_todo(settings, commands, todo, progress, color, executor)
+    exit_code = _reduce(results, interrupted)
+    if exit_code == EXIT_OK:
+        print(highlight("All done!", color))
+    sys.stdout.flush()
+    if commands:
+        from oaievalset import report
+
+        earlier = report.earlier_results([c for c in commands if tuple(c) in done], progress)
+        report.conclude(
+            settings.model,
+            settings.eval_set,
+            progress,
+            commands,
+            earlier + results,
+            exit_code,
+            err_color=use_color(sys.stderr),
+        )
+    return exit_code
+
+
+def _reduce(results: list[Result], interrupted: bool) -> int:
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if any(r.status in FAILURES for r in results):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _commands(settings: Settings, registry: Registry | None) -> list[Command]:
+    """The set resolved to its commands, with warnings about what looks wrong."""
+    from oaievalset.commands import build_commands
+    from oaievalset.registry import Registry
+
     registry = registry or Registry()
     if settings.registry_paths:
         registry.add_registry_paths(settings.registry_paths)
@@ -72,39 +113,7 @@ def run_set(
         settings.run_command,
     )
     _warn_about_record_path(settings.passthrough, len(commands))
-    progress = ProgressFile(
-        progress_path(settings.model, settings.eval_set), fresh=not settings.resume
-    )
-    if settings.plan:
-        return _show_plan(settings, commands, progress)
-
-    done = _announce(settings, commands, progress)
-    todo = [c for c in commands if tuple(c) not in done]
-    results, interrupted = _run_todo(settings, commands, todo, progress, color, executor)
-
-    failed = [r for r in results if r.status in FAILURES]
-    if interrupted:
-        exit_code = EXIT_INTERRUPTED
-    elif failed:
-        exit_code = EXIT_FAILED
-    else:
-        exit_code = EXIT_OK
-        print(highlight("All done!", color))
-    sys.stdout.flush()
-    if commands:
-        from oaievalset import report
-
-        earlier = report.earlier_results([c for c in commands if tuple(c) in done], progress)
-        report.conclude(
-            settings.model,
-            settings.eval_set,
-            progress,
-            commands,
-            earlier + results,
-            exit_code,
-            err_color=use_color(sys.stderr),
-        )
-    return exit_code
+    return commands
 
 
 def _announce(

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from oaievalset.progress import atomic_write
+from oaievalset.files import atomic_write
 
 logger = logging.getLogger("oaieval")
 

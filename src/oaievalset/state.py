@@ -1,0 +1,82 @@
+"""The state folder beside a progress file, `{model}.{eval_set}.progress.d/`: its layout and
+the parts that live in it. The progress file itself holds nothing but completed commands,
+so that the original can still read it.
+
+    lock            the progress lock (locks.ProgressLock)
+    active          held shared by every process running on the set (locks.Presence)
+    claims/         one lock per command being run (claims.Claims)
+    state.jsonl     the last state of each command (journal.Journal)
+    logs/           one log per command: the child's stdout and stderr
+    reports/        one JSON report per run; report.json is the latest
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from oaievalset.claims import Claims, command_id
+from oaievalset.errors import ProgressError
+from oaievalset.journal import Journal
+from oaievalset.locks import Presence, ProgressLock
+
+_UNSAFE = re.compile(r"[^\w.-]")  # replaced by _ in log file names
+
+
+class StateFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = ProgressLock(path / "lock")
+        self.claims = Claims(path / "claims")
+        self.journal = Journal(path / "state.jsonl")
+        self.presence = Presence(path / "active")
+
+    @property
+    def reports(self) -> Path:
+        return self.path / "reports"
+
+    @property
+    def latest_report(self) -> Path:
+        return self.path / "report.json"
+
+    def log_path(self, command: Sequence[str]) -> Path:
+        key = command[2] if len(command) > 2 else "eval"
+        return Path(f"{self.path}/logs/{_UNSAFE.sub('_', key)}.{command_id(command)[:8]}.log")
+
+    def create(self, parent: Path) -> None:
+        """Make the folders, so that an unwritable place fails before any eval runs."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "logs").mkdir(exist_ok=True)
+            self.claims.folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ProgressError(
+                f"cannot create {self.path} ({exc.strerror}); "
+                f"make {parent} writable or set OAIEVALSET_PROGRESS_DIR"
+            ) from None
+        if not os.access(parent, os.W_OK):
+            raise ProgressError(
+                f"cannot write to {parent}; make it writable or set OAIEVALSET_PROGRESS_DIR"
+            )
+
+    def join(self) -> None:
+        """Count this process among those running on the set, until close(); compact the
+        journal if it is the only one. Call under the progress lock."""
+        if self.presence.join():
+            self.journal.compact()
+        self.presence.share()  # others may join; none may compact
+
+    def close(self) -> None:
+        """Release what a run held: the journal, any claims left, the presence lock."""
+        self.journal.close()
+        self.claims.release_all()
+        self.presence.leave()
+
+
+def state_folder_of(progress_file: Path) -> StateFolder:
+    """`x.progress.txt` -> the folder `x.progress.d` beside it."""
+    name = progress_file.name
+    stem = name[: -len(".txt")] if name.endswith(".txt") else name
+    return StateFolder(progress_file.parent / f"{stem}.d")
