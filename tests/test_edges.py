@@ -41,6 +41,15 @@ def run_on_pty(
         env={**os.environ, **(env or {})},
     )
     os.close(follower)
+    screen = drain(leader)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, screen, err
+
+
+def drain(leader: int) -> str:
+    """All that a pseudo-terminal shows until its last writer closes it."""
     chunks = []
     while True:
         try:
@@ -50,10 +59,7 @@ def run_on_pty(
         if not data:
             break
         chunks.append(data)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.wait(timeout=60)
-    os.close(leader)
-    return proc.returncode, b"".join(chunks).decode(), err
+    return b"".join(chunks).decode()
 
 
 LIVE = re.compile(r"\[(\d+) done, (\d+) failed, (\d+) running, (\d+) pending\]")
@@ -210,20 +216,12 @@ def test_stderr_decides_its_colour_for_itself(fake: Fake) -> None:
         env={**os.environ, "FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=2"},
     )
     os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+    screen = drain(leader)
     out = proc.stdout.read().decode() if proc.stdout else ""
     proc.wait(timeout=30)
     os.close(leader)
     assert "\x1b[" not in out and ">>> Running command" in out
-    assert "\x1b[1;31m>>> Failed: oaieval dummy zz-a.dev.v0" in b"".join(chunks).decode()
+    assert "\x1b[1;31m>>> Failed: oaieval dummy zz-a.dev.v0" in screen
 
 
 # -- 6. an interrupt during the retry backoff -----------------------------------------------
