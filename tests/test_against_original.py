@@ -1,7 +1,9 @@
 """Ours against the original: the same evals of openai/evals' registry (its test-basic evals,
-and a sample of its Match, Includes, FuzzyMatch and JsonMatch evals, few-shot included), run
-by our oaieval and by the original's, each against its own copy of one deterministic server.
-They must send the same requests and give the same per-sample results, metrics and usage.
+a sample of its Match, Includes, FuzzyMatch and JsonMatch evals, few-shot included, and its
+model-graded evals: the whole test-modelgraded set and more), run by our oaieval and by the
+original's, each against its own copy of one deterministic server. They must send the same
+requests (to the model and to the grader) and give the same per-sample results, metrics and
+usage.
 
 The original (evals 3.0.1.post1 and what its import needs) is installed from PyPI into a
 virtual environment of the test session's; without PyPI these tests are skipped.
@@ -13,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -51,6 +54,34 @@ EVALS = [
     # JsonMatch
     "icelandic-inflection-easy.dev.v0",
 ]
+
+# Model-graded evals, with the completion functions they run with: the last one grades.
+GRADER = f"{MODEL},gpt-4-grader"
+MODELGRADED = {
+    # the test-modelgraded set
+    "logic-fact": GRADER,
+    "joke-fruits": GRADER,
+    "joke-fruits-v2": GRADER,
+    "joke-fruits-likert": GRADER,
+    "joke-fruits-meta": GRADER,
+    "joke-fruits-expl-meta": GRADER,
+    "joke-fruits-ans-meta": GRADER,
+    "diversity": GRADER,
+    "joke-animals-vs-fruits": GRADER,
+    "rap-people-vs-people": GRADER,
+    "rap-animals-vs-fruits": GRADER,
+    # more: a model that grades itself, several models (from_models), classify_cot,
+    # from_strings scores, metaeval, spec arguments
+    "best.dev.v0": f"{MODEL},gpt-4-other,gpt-4-grader",
+    "coqa-fact-expl": MODEL,
+    "iambic-pentameter.dev.v0": GRADER,
+    "soc_codes.dev.v0": GRADER,
+    "naughty_strings_graded_meta.test.v1": GRADER,
+    "arithmetic-expression-meta.dev.v0": GRADER,
+    "translation-meta.dev.v0": GRADER,
+}
+MODELS = (MODEL, "gpt-4-grader", "gpt-4-other")
+EVALS += list(MODELGRADED)
 
 # Metrics that depend on unseeded sampling in the original.
 SAMPLING_DEPENDENT = {"boostrap_std"}
@@ -91,6 +122,17 @@ class Oracle:
 
     def __call__(self, request: dict[str, Any]) -> str:
         question = str(request["messages"][-1]["content"])
+        offered = re.search(r'from ((?:"[^"]*"(?: or )?)+)', question)
+        if offered:  # a grader: answer with one of the choices, in several ways
+            choices = re.findall(r'"([^"]*)"', offered.group(1))
+            digest = hashlib.sha1(json.dumps(request["messages"]).encode()).digest()
+            choice = choices[digest[0] % len(choices)]
+            return [
+                choice,
+                f"Let me think it through.\n{choice}",
+                f"{choice}.\nBecause it reads so.",
+                "I cannot tell.",
+            ][digest[1] % 4]
         ideal = self.ideal.get(question, {"Once upon a ": "time"}.get(question, ""))
         kind = hashlib.sha1(question.encode()).digest()[0] % 3
         if kind == 0:
@@ -135,7 +177,7 @@ def run_both(venv: Path, key: str, workdir: Path) -> dict[str, Any]:
         ("ours", Path(sys.executable).parent / "oaieval", ["--registry_path", str(registry)]),
         ("original", venv / "bin" / "oaieval", []),
     ):
-        server = ChatServer(answer_fn=oracle, usage=usage, models=(MODEL,)).start()
+        server = ChatServer(answer_fn=oracle, usage=usage, models=MODELS).start()
         record = workdir / f"{side}-{key}.jsonl"
         env = {
             **os.environ,
@@ -146,8 +188,8 @@ def run_both(venv: Path, key: str, workdir: Path) -> dict[str, Any]:
         }
         try:
             done = subprocess.run(
-                [str(exe), MODEL, key, "--max_samples", str(SAMPLES), "--record_path",
-                 str(record), *extra],
+                [str(exe), MODELGRADED.get(key, MODEL), key, "--max_samples", str(SAMPLES),
+                 "--record_path", str(record), *extra],
                 capture_output=True, text=True, env=env, timeout=300,
             )  # fmt: skip
         finally:
@@ -224,3 +266,15 @@ def test_the_sample_has_right_and_wrong_answers(runs: dict[str, Any]) -> None:
         if kind == "match"
     )
     assert correct[True] > 10 and correct[False] > 10, correct
+
+
+def test_the_graders_choices_are_varied(runs: dict[str, Any]) -> None:
+    choices = Counter(
+        data["choice"]
+        for key in MODELGRADED
+        for events in runs[key]["ours"]["record"]["events"].values()
+        for kind, data in events
+        if kind == "metrics"
+    )
+    assert "__invalid__" in choices and len(choices) >= 5, choices
+    assert sum(choices.values()) >= len(MODELGRADED) * 3

@@ -116,7 +116,7 @@ def test_unknown_set_is_an_error_with_the_closest_names(
     assert main(["dummy", "test-basc"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "oaievalset: error: unknown eval set 'test-basc'; closest: test-basic; "
+        "oaievalset: error: unknown eval set 'test-basc'; closest: test-basic, test-graded; "
         "'oaievalset --list' shows the sets"
     ]
     assert fake.started() == [] and not isolated.exists()

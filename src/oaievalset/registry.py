@@ -70,6 +70,38 @@ class EvalSetSpec(NamedTuple):
     file: Path
 
 
+class ModelGradedSpec(NamedTuple):
+    """A model-graded spec: the grader's prompt, its choices and how they score, and which
+    sample keys the model answers (`input_outputs`: sample key -> name of the answer)."""
+
+    key: str
+    prompt: Any  # a template string, or chat messages whose contents are templates
+    choice_strings: Any  # a list, a string of one-character choices, or from_n...
+    input_outputs: dict[str, str]
+    eval_type: str | None
+    choice_scores: Any  # a mapping of choice -> score, "from_strings", or None
+    output_template: str | None
+    file: Path
+
+
+class CompletionFnSpec(NamedTuple):
+    """A completion function of the registry: a class and its arguments."""
+
+    key: str
+    cls: str
+    args: dict[str, Any]
+    file: Path
+
+
+# What each kind of entry is called in messages.
+_KINDS = {
+    "evals": "eval",
+    "eval_sets": "eval set",
+    "modelgraded": "model-graded spec",
+    "completion_fns": "completion function",
+}
+
+
 class SetResolution(NamedTuple):
     """What an eval set resolves to: evals in registry order, and entries that matched nothing."""
 
@@ -132,7 +164,7 @@ class Registry:
                 first = others.get(entry.name)
                 if first is not None:
                     raise RegistryError(
-                        f"{kind[:-1].replace('_', ' ')} '{entry.name}' is defined twice: "
+                        f"{_KINDS[kind]} '{entry.name}' is defined twice: "
                         f"in {first.file} and in {entry.file}; rename or remove one"
                     )
                 others[entry.name] = entry
@@ -147,7 +179,7 @@ class Registry:
                     continue
                 if is_bundled and entry.name in merged:
                     raise RegistryError(
-                        f"{kind[:-1].replace('_', ' ')} '{entry.name}' is defined twice: "
+                        f"{_KINDS[kind]} '{entry.name}' is defined twice: "
                         f"in {merged[entry.name].file} and in {entry.file}; rename or remove one"
                     )
                 merged[entry.name] = entry
@@ -278,6 +310,71 @@ class Registry:
                         del unseen[pattern]
             if hit:
                 yield name
+
+    # -- model-graded specs and completion functions --------------------------------------
+
+    def require_modelgraded_spec(self, name: str) -> ModelGradedSpec:
+        """The model-graded spec called `name` (after aliases); an unknown name, or one that
+        lacks what a spec needs, is an error naming the file and entry."""
+        entries = self._entries("modelgraded")
+        if name not in entries:
+            raise RegistryError(
+                f"unknown model-graded spec '{name}'{_closest(name, entries)}; specs live in "
+                f"a registry root's modelgraded/*.yaml"
+            )
+        entry = self._follow(name, "modelgraded", "model-graded spec")
+        spec = entry.spec
+        missing = [k for k in ("prompt", "choice_strings", "input_outputs") if k not in spec]
+        if missing:
+            raise RegistryError(
+                f"{entry.file}: model-graded spec '{entry.name}' has no "
+                f"{', '.join(repr(m) for m in missing)}"
+            )
+        prompt, outputs = spec["prompt"], spec["input_outputs"]
+        chat = isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt)
+        if not isinstance(prompt, str) and not chat:
+            raise RegistryError(
+                f"{entry.file}: model-graded spec '{entry.name}': 'prompt' must be text or "
+                f"a list of chat messages"
+            )
+        if not isinstance(outputs, dict):
+            raise RegistryError(
+                f"{entry.file}: model-graded spec '{entry.name}': 'input_outputs' must map "
+                f"sample keys to answer names"
+            )
+        scores = spec.get("choice_scores")
+        if isinstance(scores, dict):
+            try:
+                scores = {str(k): float(v) for k, v in scores.items()}
+            except (TypeError, ValueError):
+                raise RegistryError(
+                    f"{entry.file}: model-graded spec '{entry.name}': 'choice_scores' must "
+                    f"map choices to numbers"
+                ) from None
+        return ModelGradedSpec(
+            key=entry.name,
+            prompt=prompt,
+            choice_strings=spec["choice_strings"],
+            input_outputs={str(k): str(v) for k, v in outputs.items()},
+            eval_type=spec.get("eval_type"),
+            choice_scores=scores,
+            output_template=spec.get("output_template"),
+            file=entry.file,
+        )
+
+    def get_completion_fn(self, name: str) -> CompletionFnSpec | None:
+        """The registry's completion function called `name` (after aliases), or None."""
+        if name not in self._entries("completion_fns"):
+            return None
+        entry = self._follow(name, "completion_fns", "completion function")
+        cls = entry.spec.get("class")
+        args = entry.spec.get("args") or {}
+        if not isinstance(cls, str) or not isinstance(args, dict):
+            raise RegistryError(
+                f"{entry.file}: completion function '{entry.name}' needs a 'class' and "
+                f"'args' as a mapping"
+            )
+        return CompletionFnSpec(key=entry.name, cls=cls, args=dict(args), file=entry.file)
 
     def resolve(self, set_name: str) -> SetResolution:
         """The evals of a set, in registry order, with the entries that matched nothing."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from oaievalset.progress import ProgressFile
 
 # `[2026-01-01 12:00:00,000] [oaieval.py:253] accuracy: 0.5`, as both engines log it.
-_METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-]*): (.+)$")
+_METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-/]*): (.+)$")
 _HEADLINE_SKIP = ("boostrap_std", "bootstrap_std")
 _LOGGED_TO = ". Logged to "
 REPORT_TAIL = 1 << 20  # bytes read from the end of a log to find its final report
@@ -93,7 +93,7 @@ def headline(metrics: dict[str, Any], most: int = 2) -> str:
     """The first few numeric metrics, e.g. `accuracy=0.667`."""
     shown = []
     for key, value in metrics.items():
-        if key in _HEADLINE_SKIP or key.startswith("usage_"):
+        if key in _HEADLINE_SKIP or key.startswith(("usage_", "counts/")):
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             text = (

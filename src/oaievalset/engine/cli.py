@@ -136,10 +136,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
 
     cls = eval_class(spec.cls, spec.key)
     names = args.completion_fn.split(",")
-    fns = [make_completion_fn(name, **completion_args) for name in names]
+    fns = [make_completion_fn(name, registry, **completion_args) for name in names]
     eval_args: dict[str, Any] = {**spec.args, **extra}
     evaluation = make_eval(
-        cls, fns, spec.key, {**eval_args, "registry_path": spec.registry_path, "seed": args.seed}
+        cls,
+        fns,
+        spec.key,
+        {**eval_args, "registry_path": spec.registry_path, "seed": args.seed},
+        registry,
     )
 
     now = datetime.now(timezone.utc)

@@ -332,8 +332,43 @@ def _message(exc: Any) -> str:
     return str(getattr(exc, "message", exc))
 
 
-def make_completion_fn(name: str, **options: Any) -> CompletionFn:
-    """`dummy`, or any other name as a chat model."""
+# Registry classes of completion functions that are chat models on an OpenAI-compatible
+# server: openai/evals' (whose own registry lookup cannot build it) and ours.
+CHAT_CLASSES = frozenset(
+    {
+        "evals.completion_fns.openai:OpenAIChatCompletionFn",
+        "oaievalset.engine.completions:OpenAIChatCompletionFn",
+    }
+)
+
+
+def is_openai_chat_model(name: str) -> bool:
+    """The names the original takes for OpenAI chat models without looking further."""
+    if name == "gpt-4-base" or name.startswith("gpt-3.5-turbo-instruct"):
+        return False
+    return name in ("gpt-3.5-turbo", "gpt-3.5-turbo-16k", "gpt-4", "gpt-4-32k") or name.startswith(
+        ("gpt-3.5-turbo-", "gpt-4-")
+    )
+
+
+def make_completion_fn(name: str, registry: Any = None, **options: Any) -> CompletionFn:
+    """`dummy`; an OpenAI chat model name; a completion function of the registry's
+    `completion_fns/` (one that is a chat model); or any other name as a chat model."""
     if name == "dummy":
         return DummyCompletionFn()
-    return OpenAIChatCompletionFn(name, **options)
+    spec = None
+    if registry is not None and not is_openai_chat_model(name):
+        spec = registry.get_completion_fn(name)
+    if spec is None:
+        return OpenAIChatCompletionFn(name, **options)
+    if spec.cls not in CHAT_CLASSES:
+        raise EngineError(
+            f"{spec.file}: completion function '{name}' uses class '{spec.cls}', which this "
+            f"oaieval cannot run; it runs chat models on an OpenAI-compatible server "
+            f"(class evals.completion_fns.openai:OpenAIChatCompletionFn)"
+        )
+    args = dict(spec.args)
+    model = str(args.pop("model", None) or name)
+    extra = args.pop("extra_options", None) or {}
+    settings = {k: args[k] for k in CLIENT_SETTINGS if args.get(k)}
+    return OpenAIChatCompletionFn(model, **settings, **extra, **options)

@@ -104,6 +104,9 @@ def bootstrap_std(correct: Sequence[bool], rng: random.Random, rounds: int = 100
 class Eval:
     """One eval: samples, how one sample is scored, and how scores are summed up."""
 
+    required_keys: tuple[str, ...] = ("input", "ideal")  # what every sample must have
+    uses_registry = False  # whether the class is given the registry (to look up specs)
+
     def __init__(
         self,
         completion_fns: Sequence[CompletionFn],
@@ -172,10 +175,9 @@ class Eval:
         def one(index: int) -> None:
             sample = samples[index]
             sample_id = f"{base}.{split}.{index}"
-            if not isinstance(sample, dict) or "input" not in sample or "ideal" not in sample:
-                raise SampleError(
-                    f"sample {index} of eval '{self.name}' needs 'input' and 'ideal' keys"
-                )
+            if not isinstance(sample, dict) or any(k not in sample for k in self.required_keys):
+                keys = " and ".join(f"'{k}'" for k in self.required_keys)
+                raise SampleError(f"sample {index} of eval '{self.name}' needs {keys} keys")
             with recorder.sample(sample_id, index):
                 rng = random.Random(f"{sample_id}:{self.seed}".encode())
                 try:
@@ -502,14 +504,25 @@ CLASSES: dict[str, type[Eval]] = {
 }
 
 
+# Classes in modules of their own, imported when an eval uses them.
+ELSEWHERE = {
+    "oaievalset.engine.modelgraded:ModelBasedClassify": "oaievalset.engine.modelgraded",
+    "evals.elsuite.modelgraded.classify:ModelBasedClassify": "oaievalset.engine.modelgraded",
+}
+
+
 def eval_class(cls_path: str, eval_name: str) -> type[Eval]:
-    """The class for a registry `class:` path: one of ours or openai/evals' basic ones, or any
-    importable subclass of Eval."""
+    """The class for a registry `class:` path: one of ours or openai/evals' that we provide,
+    or any importable subclass of Eval."""
     known = CLASSES.get(cls_path)
     if known is not None:
         return known
+    if cls_path in ELSEWHERE:
+        module = importlib.import_module(ELSEWHERE[cls_path])
+        provided: type[Eval] = getattr(module, cls_path.partition(":")[2])
+        return provided
     module_name, _, attr = cls_path.partition(":")
-    supported = "Match, Includes, FuzzyMatch, JsonMatch, TestMatch"
+    supported = "Match, Includes, FuzzyMatch, JsonMatch, TestMatch, ModelBasedClassify"
     if module_name and attr and not module_name.startswith("evals."):
         try:
             found = getattr(importlib.import_module(module_name), attr)
@@ -524,9 +537,15 @@ def eval_class(cls_path: str, eval_name: str) -> type[Eval]:
 
 
 def make_eval(
-    cls: type[Eval], completion_fns: Sequence[CompletionFn], name: str, kwargs: dict[str, Any]
+    cls: type[Eval],
+    completion_fns: Sequence[CompletionFn],
+    name: str,
+    kwargs: dict[str, Any],
+    registry: Any = None,
 ) -> Eval:
     """Build the eval, turning an argument it does not take into a clear error."""
+    if cls.uses_registry:
+        kwargs = {**kwargs, "registry": registry}
     try:
         return cls(completion_fns, name=name, **kwargs)
     except TypeError as exc:
