@@ -369,6 +369,54 @@ def bench_unhealthy(rounds: int = 3, samples: int = 40, latency: float = 0.05) -
         )
 
 
+def bench_coverage(samples: int = 3) -> None:
+    """How many evals of the openai/evals registry our oaieval runs, by class: each one run
+    for real (`oaieval dummy EVAL --max_samples 3 --dry-run`, its data from the original's
+    wheel), counted as run when it exits 0."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from oaievalset.registry import Registry
+
+    venv = original_venv()
+    upstream = sorted(venv.glob("lib/python3*/site-packages/evals/registry"))[0]
+    registry = Registry([upstream])
+    evals = [e for e in registry.eval_names() if registry._entries("evals")[e].alias is None]
+    classes = {key: registry.require_eval(key).cls for key in evals}
+    exe = str(OURS_BIN / "oaieval")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+
+    def runs(key: str) -> tuple[bool, str]:
+        # An eval that compares several models (multicomp_n: from_models) gets three.
+        several = registry.require_eval(key).args.get("multicomp_n") == "from_models"
+        model = "dummy,dummy,dummy" if several else "dummy"
+        cmd = [exe, model, key, "--registry_path", str(upstream), "--max_samples",
+               str(samples), "--dry-run"]  # fmt: skip
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            return False, "timed out"
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        return done.returncode == 0, last.split(": ", 2)[-1][:60]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcome = dict(zip(evals, pool.map(runs, evals)))
+    total, ran = (
+        Counter(classes.values()),
+        Counter(classes[k] for k, (ok, _) in outcome.items() if ok),
+    )
+    say(f"openai/evals registry: {sum(ran.values())} of {len(evals)} evals run with our oaieval "
+        f"(target >= 566), by class:")  # fmt: skip
+    for cls, count in total.most_common():
+        if ran[cls]:
+            say(f"  {ran[cls]:4} of {count:4}  {cls}")
+    others = sum(count for cls, count in total.items() if not ran[cls])
+    say(f"  {0:4} of {others:4}  {len(total) - len(ran)} other classes")
+    failed = Counter(why for key, (ok, why) in outcome.items() if not ok and ran[classes[key]])
+    for why, count in failed.most_common(5):
+        say(f"  not run, of a class we run: {count} x {why}")
+
+
 def bench_install() -> None:
     """A real install of ours (size on disk, time), and both dependency trees by a
     dry-run resolution, compared by package count and by the size of the archives pip
@@ -445,6 +493,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "parallel": bench_parallel,
     "engine": bench_engine,
     "unhealthy": bench_unhealthy,
+    "coverage": bench_coverage,
     "install": bench_install,
 }
 
