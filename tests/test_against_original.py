@@ -126,7 +126,7 @@ class Oracle:
         if offered:  # a grader: answer with one of the choices, in several ways
             choices = re.findall(r'"([^"]*)"', offered.group(1))
             digest = hashlib.sha1(json.dumps(request["messages"]).encode()).digest()
-            choice = choices[digest[0] % len(choices)]
+            choice: str = choices[digest[0] % len(choices)]
             return [
                 choice,
                 f"Let me think it through.\n{choice}",

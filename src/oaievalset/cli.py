@@ -56,7 +56,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Run every eval of an eval set against one model, with resume.",
-        epilog="Any other argument is passed, in order, to every oaieval command.",
+        epilog="Any other argument is passed, in order, to every oaieval command. "
+        "`oaievalset --compare SET` compares the models that have run a set "
+        "(`oaievalset --compare --help`).",
     )
     parser.add_argument("model", type=str, help="Name of a completion function or model.")
     parser.add_argument("eval_set", type=str, help="Name of an eval set. See the registry.")
@@ -121,6 +123,13 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
         help="List the eval sets, or the evals that SET resolves to; run nothing.",
     )
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
+    ours.add_argument(
+        "--prices",
+        metavar="FILE",
+        default=None,
+        help="A YAML file of dollars per million input and output tokens per model "
+        "(model: {input: N, output: N}): adds the cost to the table and report.",
+    )
 
 
 class OaiEvalSetArguments(argparse.Namespace):
@@ -172,6 +181,7 @@ def run(
         plan=_opt(args, "plan", False),
         json=_opt(args, "json", False),
         run_command=run_command,
+        prices=_opt(args, "prices", None),
     )
     return run_set(settings, registry, color=color, executor=executor)
 
@@ -218,11 +228,55 @@ def _list_main(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _wants_list(argv: Sequence[str]) -> bool:
+def _compare_main(argv: Sequence[str]) -> int:
+    """`oaievalset --compare SET [--models A,B] [--json | --format F] [--prices FILE]`."""
+    from pathlib import Path
+
+    from oaievalset import compare, htmlpage
+    from oaievalset.files import atomic_write
+    from oaievalset.progress import progress_dir
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} --compare",
+        allow_abbrev=False,
+        description="Compare the models that have run an eval set: a grid of eval by "
+        "model, as text (or JSON, CSV, Markdown), and an HTML page.",
+    )
+    parser.add_argument("--compare", metavar="SET", required=True)
+    parser.add_argument("--models", help="Models to compare, comma-separated (default: all).")
+    parser.add_argument("--json", action="store_true", help="The same as --format json.")
+    parser.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text")
+    parser.add_argument("--prices", metavar="FILE", help="Prices per million tokens, per model.")
+    parser.add_argument("--html", metavar="PATH", help="Where to write the page.")
+    args = parser.parse_args(argv)
+    prices = compare.load_prices(args.prices) if args.prices else None
+    models = [m for m in (args.models or "").split(",") if m]
+    base = Path(progress_dir())
+    grid = compare.compare(args.compare, base, models, prices)
+    form = "json" if args.json else args.format
+    writers = {
+        "text": compare.as_text,
+        "json": compare.as_json,
+        "csv": compare.as_csv,
+        "markdown": compare.as_markdown,
+    }
+    print(writers[form](grid))
+    page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"
+    try:
+        atomic_write(page, htmlpage.render(grid, f"{args.compare}: {', '.join(grid.models)}"))
+        print(f"{PROG}: page: {page}", file=sys.stderr)
+    except OSError as exc:
+        print(f"{PROG}: warning: could not write {page} ({exc.strerror})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _wants(option: str, argv: Sequence[str]) -> bool:
+    """Whether the option is given in full (never as an abbreviation, which may be one of
+    oaieval's: `--comp` is --completion_args)."""
     for token in argv:
         if token == "--":
             return False
-        if token == "--list" or token.startswith("--list="):
+        if token == option or token.startswith(option + "="):
             return True
     return False
 
@@ -242,8 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A closed stdout (`oaievalset ... | head -1`) must not cost the evals under way.
     stdout, sys.stdout = sys.stdout, GuardedStdout(sys.stdout, PROG)
     try:
-        if _wants_list(argv):
+        if _wants("--list", argv):
             return _list_main(argv)
+        if _wants("--compare", argv):
+            return _compare_main(argv)
         parser = get_parser()
         args, unknown = parser.parse_known_args(argv, namespace=OaiEvalSetArguments())
         if args.list is not None:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.claims import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
-from oaievalset.results import DONE_EARLIER, FAILED, FAILURES, Result
+from oaievalset.records import Usage
+from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, Result
 
 if TYPE_CHECKING:
     from oaievalset.commands import Command
@@ -114,25 +115,53 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def summary_table(results: Sequence[Result]) -> str:
-    """One row per eval: eval, status, duration, attempts, headline metrics."""
-    header = ("eval", "status", "time", "tries", "metrics")
+def summary_table(results: Sequence[Result], price: tuple[float, float] | None = None) -> str:
+    """One row per eval: eval, status, duration, attempts, tokens (and cost, given the
+    model's price), headline metrics; then the totals."""
+    header = ("eval", "status", "time", "tries", "tokens", *(("cost",) if price else ()), "metrics")
     rows = [
         (
             r.command[2] if len(r.command) > 2 else " ".join(r.command),
             r.status,
             _duration(r.duration),
             str(r.attempts) if r.attempts else "-",
+            f"{r.usage.total_tokens:,}" if r.usage else "-",
+            *((_money(cost_of(r.usage, price)),) if price else ()),
             headline(r.metrics),
         )
         for r in results
     ]
+    total = sum((r.usage for r in results if r.usage), Usage())
+    this_run = sum((r.usage for r in results if r.usage and r.status == DONE), Usage())
+    if total.total_tokens:
+        rows.append(
+            (
+                "total",
+                "",
+                "",
+                "",
+                f"{total.total_tokens:,}",
+                *((_money(cost_of(total, price)),) if price else ()),
+                f"(this run: {this_run.total_tokens:,} tokens)",
+            )
+        )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
         for row in [header, *rows]
     ]
     return "\n".join(lines)
+
+
+def cost_of(usage: Usage | None, price: tuple[float, float] | None) -> float | None:
+    """Dollars, from prices per million input and output tokens."""
+    if usage is None or price is None:
+        return None
+    return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1e6
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
 
 
 def json_report(
@@ -158,6 +187,8 @@ def json_report(
                 "log": str(r.log) if r.log else None,
                 "record": r.record,
                 "where": r.where,
+                "usage": r.usage.as_dict() if r.usage else None,
+                "usage_all_runs": r.usage_all_runs.as_dict() if r.usage_all_runs else None,
                 "metrics": {k: _finite(v) for k, v in r.metrics.items()},
             }
         )
@@ -171,6 +202,10 @@ def json_report(
         "state": "running" if exit_code is None else "ended",
         "exit_code": exit_code,
         "counts": counts,
+        "usage": sum((r.usage for r in results if r.usage), Usage()).as_dict(),
+        "usage_this_run": sum(
+            (r.usage for r in results if r.usage and r.status == DONE), Usage()
+        ).as_dict(),
         "evals": evals,
     }
 
@@ -243,19 +278,23 @@ def conclude(
     results: Sequence[Result],
     exit_code: int,
     err_color: bool = False,
+    prices: dict[str, tuple[float, float]] | None = None,
 ) -> None:
     """The end of a run: the table on stderr (stdout keeps the original's lines), the JSON
-    report, and what a resume will do."""
+    report and the report page, and what a resume will do."""
     from oaievalset.console import alert
 
     err = sys.stderr
     by_command = {tuple(r.command): r for r in results}
     ordered = [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
     print("", file=err)
-    print(summary_table(ordered), file=err)
+    print(summary_table(ordered, (prices or {}).get(model)), file=err)
     path = _write(progress, json_report(model, eval_set, progress.path, ordered, exit_code))
     if path is not None:
         print(f"{PROG}: report: {path}", file=err)
+    page = write_page(model, eval_set, progress, prices)
+    if page is not None:
+        print(f"{PROG}: page: {page}", file=err)
     failed = [r for r in ordered if r.status in FAILURES]
     if exit_code == EXIT_INTERRUPTED:
         print(f"{PROG}: {interrupted_line(progress, commands)}", file=err)
@@ -265,6 +304,28 @@ def conclude(
             print(alert(f"{' '.join(r.command)} ({_failure_reason(r)})", err_color), file=err)
         print(f"{PROG}: they are not recorded as completed; a resume retries them.", file=err)
     err.flush()
+
+
+def write_page(
+    model: str,
+    eval_set: str,
+    progress: ProgressFile,
+    prices: dict[str, tuple[float, float]] | None,
+) -> Path | None:
+    """report.html beside report.json: this model's results on the set, samples included.
+    The page only informs: if it cannot be made, say so and go on."""
+    from oaievalset import compare, htmlpage
+    from oaievalset.files import atomic_write
+    from oaievalset.progress import progress_dir
+
+    path = progress.state_dir / "report.html"
+    try:
+        grid = compare.compare(eval_set, Path(progress_dir()), [model], prices)
+        atomic_write(path, htmlpage.render(grid, f"{eval_set}: {model}"))
+    except (OSError, OaiEvalSetError) as exc:
+        print(f"{PROG}: warning: could not write {path} ({exc})", file=sys.stderr)
+        return None
+    return path
 
 
 def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from oaievalset.commands import Command
+from oaievalset.records import Usage
 
 DONE = "done"  # completed in this run
 DONE_EARLIER = "done earlier"  # recorded before this run started
@@ -47,9 +48,15 @@ class Result:
         self.metrics: dict[str, Any] = metrics if metrics is not None else {}
         self.record = record  # the JSONL record the eval wrote, as its log names it
         self.where = where  # the node or job that ran it, when an executor says
+        self.usage_all_runs: Usage | None = None  # of every run of it, as the journal keeps
 
     def __repr__(self) -> str:
         return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"
+
+    @property
+    def usage(self) -> Usage | None:
+        """The tokens of the run that counts, from its final report's usage sums."""
+        return Usage.of(self.metrics, "usage_")
 
     @property
     def duration(self) -> float | None:

@@ -14,11 +14,13 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
+from oaievalset.claims import command_id
 from oaievalset.commands import Command
 from oaievalset.executor import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
 from oaievalset.progress import ProgressFile
+from oaievalset.records import Usage
 from oaievalset.report import read_outcome
 from oaievalset.results import (
     DONE,
@@ -143,6 +145,7 @@ class _Run:
         self.queue: deque[_Slot] = deque(slots)  # pending, and waiting for a retry
         self.running: dict[int, _Slot] = {}  # by id() of the job
         self.stopping = False  # an eval failed with --exit-on-error: start nothing new
+        self._earlier: dict[str, dict[str, Any]] | None = None  # the journal, read once
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -260,6 +263,9 @@ class _Run:
         self.claims.release(slot.command)
         outcome = read_outcome(result.log)
         result.metrics, result.record = outcome.metrics, record or outcome.record
+        if result.usage is not None:  # tokens spent on it so far, resumes and retries included
+            before = Usage.of(self.earlier_state(slot.command).get("usage_all_runs"))
+            result.usage_all_runs = result.usage + (before or Usage())
         self.finish(slot, DONE)
         saved = f"Saved progress to {self.progress.path}"
         if self.options.jobs > 1:  # several run at once: say which one ended
@@ -279,6 +285,9 @@ class _Run:
         slot.phase = ENDED
         result.status = status
         if result.attempts:
+            extra = {}
+            if result.usage_all_runs is not None:
+                extra["usage_all_runs"] = result.usage_all_runs.as_dict()
             self.journal.update(
                 slot.command,
                 status=status,
@@ -286,7 +295,14 @@ class _Run:
                 started=result.started,
                 ended=result.ended,
                 attempts=result.attempts,
+                **extra,
             )
+
+    def earlier_state(self, command: Command) -> dict[str, Any]:
+        """What the journal said of a command when this run first needed it."""
+        if self._earlier is None:
+            self._earlier = self.journal.read()
+        return self._earlier.get(command_id(command), {})
 
     def enforce_timeouts(self) -> None:
         """running past its deadline: SIGTERM, then SIGKILL after a grace period."""

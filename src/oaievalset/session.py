@@ -37,6 +37,7 @@ class Settings(NamedTuple):
     plan: bool = False
     json: bool = False
     run_command: str = "oaieval"
+    prices: str | None = None  # a YAML file of prices per million tokens, per model
 
 
 def run_set(
@@ -51,6 +52,11 @@ def run_set(
     from oaievalset.progress import ProgressFile, progress_path
 
     color = use_color(sys.stdout) if color is None else color
+    prices = None
+    if settings.prices:
+        from oaievalset.compare import load_prices
+
+        prices = load_prices(settings.prices)  # a bad file fails before anything runs
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume
@@ -77,6 +83,7 @@ def run_set(
             earlier + results,
             exit_code,
             err_color=use_color(sys.stderr),
+            prices=prices,
         )
     return exit_code
 

@@ -1,0 +1,364 @@
+"""One eval set across the models that have run it: found from the progress folders, read
+from each eval's state, log and record, and laid out as a grid of eval by model (text, JSON,
+CSV, Markdown), with token usage and, given prices, cost."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from oaievalset.errors import UsageError
+from oaievalset.records import Record, Usage, read_record
+
+SUFFIX = ".progress.txt"
+HEADLINE_ORDER = ("accuracy", "score", "f1_score", "metascore")
+NOT_HEADLINES = ("boostrap_std", "bootstrap_std")
+
+
+class Cell(NamedTuple):
+    """One eval of one model."""
+
+    model: str
+    eval: str
+    status: str
+    metric: str | None  # the headline metric's name
+    value: float | None
+    metrics: dict[str, Any]
+    samples: int | None
+    duration: float | None
+    usage: Usage | None  # of the run that counts
+    usage_all_runs: Usage | None  # of every run of it, resumes and retries included
+    cost: float | None
+    record: Record | None
+    log: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "eval": self.eval,
+            "status": self.status,
+            "metric": self.metric,
+            "value": _finite(self.value),
+            "samples": self.samples,
+            "duration": self.duration,
+            "usage": self.usage.as_dict() if self.usage else None,
+            "usage_all_runs": self.usage_all_runs.as_dict() if self.usage_all_runs else None,
+            "cost": self.cost,
+            "record": str(self.record.path) if self.record and self.record.path.name else None,
+            "problems": list(self.record.problems) if self.record else [],
+            "log": self.log,
+        }
+
+
+class Comparison(NamedTuple):
+    eval_set: str
+    models: list[str]
+    evals: list[str]
+    cells: dict[tuple[str, str], Cell]  # (model, eval) -> cell
+    notes: list[str]  # what is missing or odd, one line each
+
+    def cell(self, model: str, eval_name: str) -> Cell | None:
+        return self.cells.get((model, eval_name))
+
+    def aggregate(self, model: str) -> dict[str, Any]:
+        """The model's row of totals: the mean headline value, samples, statuses, time,
+        tokens and cost over its evals."""
+        cells = [c for (m, _), c in self.cells.items() if m == model]
+        values = [c.value for c in cells if c.value is not None and math.isfinite(c.value)]
+        usage = sum((c.usage for c in cells if c.usage), Usage())
+        costs = [c.cost for c in cells if c.cost is not None]
+        return {
+            "model": model,
+            "evals": len(cells),
+            "done": sum(c.status.startswith("done") for c in cells),
+            "mean": sum(values) / len(values) if values else None,
+            "samples": sum(c.samples or 0 for c in cells),
+            "duration": sum(c.duration or 0.0 for c in cells),
+            "usage": usage.as_dict(),
+            "cost": sum(costs) if costs else None,
+        }
+
+
+# -- finding and reading runs -------------------------------------------------------------
+
+
+def find_models(progress_dir: Path, eval_set: str) -> list[str]:
+    """The models with a progress folder for the set (a `/` in a model makes subfolders)."""
+    ending = f".{eval_set}{SUFFIX}"
+    found = []
+    for path in sorted(progress_dir.rglob(f"*{ending}")):
+        relative = path.relative_to(progress_dir).as_posix()
+        found.append(relative[: -len(ending)])
+    for folder in sorted(progress_dir.rglob(f"*.{eval_set}.progress.d")):
+        model = folder.relative_to(progress_dir).as_posix()[: -len(f".{eval_set}.progress.d")]
+        if model not in found:
+            found.append(model)
+    return found
+
+
+def compare(
+    eval_set: str,
+    progress_dir: Path,
+    models: Sequence[str] | None = None,
+    prices: dict[str, tuple[float, float]] | None = None,
+) -> Comparison:
+    """The set's grid for the given models (or every model that has run it)."""
+    from oaievalset.progress import ProgressFile, progress_path, recorded_set
+
+    chosen = list(models) if models else find_models(progress_dir, eval_set)
+    notes: list[str] = []
+    if not chosen:
+        raise UsageError(
+            f"no model has run eval set '{eval_set}' (no progress folder for it in "
+            f"{progress_dir}); run it first, or set OAIEVALSET_PROGRESS_DIR"
+        )
+    cells: dict[tuple[str, str], Cell] = {}
+    evals: list[str] = []
+    for model in chosen:
+        progress = ProgressFile(progress_path(model, eval_set, str(progress_dir)))
+        try:
+            recorded = recorded_set(progress.read())
+        except Exception as exc:  # a corrupt progress file: say so, show the rest
+            notes.append(f"{model}: {exc}")
+            recorded = set()
+        states = _latest_by_eval(progress.state.journal.read())
+        if not states:
+            notes.append(f"{model}: no run of '{eval_set}' is recorded in {progress.state_dir}")
+        for name, state in states.items():
+            if name not in evals:
+                evals.append(name)
+            done = tuple(state.get("command", [])) in recorded
+            cells[(model, name)] = _cell(model, name, state, done, prices)
+    if prices:
+        for model in chosen:
+            if model not in prices:
+                notes.append(f"no price for model '{model}': its cost is not shown")
+        for model in prices:
+            if model not in chosen:
+                notes.append(f"the prices name model '{model}', which is not compared")
+    return Comparison(eval_set, chosen, evals, cells, notes)
+
+
+def _latest_by_eval(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest state of each eval (a set run with other arguments has other commands)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for state in states.values():
+        command = state.get("command")
+        if not isinstance(command, list) or len(command) < 3:
+            continue
+        name = str(command[2])
+        when = state.get("ended") or state.get("started") or 0
+        best = latest.get(name)
+        if best is None or when >= (best.get("ended") or best.get("started") or 0):
+            latest[name] = state
+    return latest
+
+
+def _cell(
+    model: str,
+    name: str,
+    state: dict[str, Any],
+    done: bool,
+    prices: dict[str, tuple[float, float]] | None,
+) -> Cell:
+    from oaievalset.report import cost_of, read_outcome
+
+    log = Path(state["log"]) if state.get("log") else None
+    outcome = read_outcome(log)
+    record = read_record(outcome.record) if done and outcome.record else None
+    metrics = outcome.metrics or (record.final_report if record and record.final_report else {})
+    metric, value = headline(metrics)
+    usage = Usage.of(metrics, "usage_") or (record.usage if record else None)
+    started, ended = state.get("started"), state.get("ended")
+    duration = ended - started if done and started and ended and ended >= started else None
+    cost = cost_of(usage, (prices or {}).get(model))
+    all_runs = state.get("usage_all_runs")
+    return Cell(
+        model=model,
+        eval=name,
+        status="done" if done else str(state.get("status", "pending")),
+        metric=metric,
+        value=value,
+        metrics=metrics,
+        samples=len(record.samples) if record else None,
+        duration=duration,
+        usage=usage,
+        usage_all_runs=Usage.of(all_runs) if all_runs else usage,
+        cost=cost,
+        record=record,
+        log=str(log) if log else None,
+    )
+
+
+def headline(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The metric that stands for an eval: accuracy, score or f1_score, else the first
+    number that is not a count, a spread or a token count."""
+    numbers = {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        if k not in NOT_HEADLINES and not k.startswith(("usage_", "counts/"))
+    }
+    for name in (*HEADLINE_ORDER, *numbers):
+        if name in numbers:
+            return name, float(numbers[name])
+    return None, None
+
+
+# -- prices ---------------------------------------------------------------------------------
+
+
+def load_prices(path: str) -> dict[str, tuple[float, float]]:
+    """`model: {input: 2.5, output: 10}`: dollars per million input and output tokens."""
+    from oaievalset.errors import OaiEvalSetError
+    from oaievalset.yamlio import load_yaml
+
+    try:
+        data = load_yaml(Path(path))
+    except OaiEvalSetError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the prices ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected `model: {{input: N, output: N}}` entries")
+    prices = {}
+    for model, entry in data.items():
+        try:
+            prices[str(model)] = (float(entry["input"]), float(entry["output"]))
+        except (TypeError, KeyError, ValueError):
+            raise UsageError(
+                f"{path}: model '{model}' needs `input` and `output` prices in dollars per "
+                f"million tokens, e.g. {{input: 2.5, output: 10}}"
+            ) from None
+    return prices
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def as_json(comparison: Comparison) -> str:
+    return json.dumps(
+        {
+            "eval_set": comparison.eval_set,
+            "models": comparison.models,
+            "evals": comparison.evals,
+            "cells": [c.as_dict() for c in comparison.cells.values()],
+            "aggregates": [comparison.aggregate(m) for m in comparison.models],
+            "notes": comparison.notes,
+        },
+        indent=2,
+        allow_nan=False,
+    )
+
+
+CSV_FIELDS = ("model", "eval", "status", "metric", "value", "samples", "duration")
+
+
+def as_csv(comparison: Comparison) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*CSV_FIELDS, "prompt_tokens", "completion_tokens", "total_tokens", "cost"])
+    for cell in comparison.cells.values():
+        row = cell.as_dict()
+        usage = row["usage"] or {}
+        writer.writerow(
+            [*(_csv(row[f]) for f in CSV_FIELDS)]
+            + [_csv(usage.get(k)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
+            + [_csv(row["cost"])]
+        )
+    return out.getvalue().rstrip("\n")
+
+
+def _csv(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def grid_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """The grid as strings: a header, a row per eval, then the model totals."""
+    header = ["eval", *comparison.models]
+    rows = []
+    for name in comparison.evals:
+        row = [name]
+        for model in comparison.models:
+            cell = comparison.cell(model, name)
+            row.append(_cell_text(cell))
+        rows.append(row)
+    totals = ["mean / tokens"]
+    for model in comparison.models:
+        agg = comparison.aggregate(model)
+        mean = "-" if agg["mean"] is None else f"{agg['mean']:.3f}"
+        cost = "" if agg["cost"] is None else f" ${agg['cost']:.4f}"
+        totals.append(f"{mean} / {agg['usage']['total_tokens']:,}{cost}")
+    rows.append(totals)
+    return header, rows
+
+
+def _cell_text(cell: Cell | None) -> str:
+    if cell is None:
+        return "not run"
+    if cell.value is None:
+        return cell.status
+    text = f"{cell.value:.3f}"
+    if cell.samples is not None:
+        text += f" n={cell.samples}"
+    if cell.status != "done":
+        text += f" ({cell.status})"
+    return text
+
+
+def as_text(comparison: Comparison) -> str:
+    header, rows = grid_rows(comparison)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"Eval set {comparison.eval_set}, {len(comparison.models)} model(s):"]
+    for row in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    lines.append("")
+    lines.append(_details_text(comparison))
+    lines += [f"note: {n}" for n in comparison.notes]
+    return "\n".join(lines)
+
+
+def _details_text(comparison: Comparison) -> str:
+    """Per model and eval: status, samples, time, tokens, cost."""
+    header = ["model", "eval", "status", "samples", "time", "tokens", "cost"]
+    rows = []
+    for cell in comparison.cells.values():
+        rows.append(
+            [
+                cell.model,
+                cell.eval,
+                cell.status,
+                "-" if cell.samples is None else str(cell.samples),
+                "-" if cell.duration is None else f"{cell.duration:.1f}s",
+                "-" if cell.usage is None else f"{cell.usage.total_tokens:,}",
+                "-" if cell.cost is None else f"${cell.cost:.4f}",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]
+    )
+
+
+def as_markdown(comparison: Comparison) -> str:
+    header, rows = grid_rows(comparison)
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    out = [line(header), "|" + "---|" * len(header)]
+    out += [line(row) for row in rows]
+    return "\n".join(out)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None

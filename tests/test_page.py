@@ -1,0 +1,325 @@
+"""Comparing a set across models, and the report page in a real headless Chromium.
+
+Three models run test-basic for real: the offline `dummy`, and two models of a loopback
+server through our oaieval and the `openai` package, one always right and one right only on
+some questions. The browser is Debian's chromium-headless-shell, driven by Playwright,
+started inside a network namespace of its own (only loopback) when the machine allows it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chat_server import ChatServer
+from conftest import run_cli
+
+CHROMIUM = os.environ.get("OAIEVALSET_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
+MODELS = ("dummy", "model-a", "org/model-b")
+RIGHT_FOR_B = {"Which planet is known as the red planet?", "What is the chemical symbol for gold?",
+               "How many sides does a hexagon have?", "Once upon a "}  # fmt: skip
+EXPECTED = {  # accuracy by model and eval
+    "dummy": dict.fromkeys(
+        ["test-match.s1.simple-v0", "test-fuzzy-match.s1.simple-v0",
+         "test-includes.s1.simple-v0", "test-includes-ignore-case.s1.simple-v0"], 0.0),
+    "model-a": dict.fromkeys(
+        ["test-match.s1.simple-v0", "test-fuzzy-match.s1.simple-v0",
+         "test-includes.s1.simple-v0", "test-includes-ignore-case.s1.simple-v0"], 1.0),
+    "org/model-b": {"test-match.s1.simple-v0": 1 / 3, "test-fuzzy-match.s1.simple-v0": 0.5,
+                    "test-includes.s1.simple-v0": 0.5,
+                    "test-includes-ignore-case.s1.simple-v0": 0.5},
+}  # fmt: skip
+TOKENS = {"dummy": 0, "model-a": 42, "org/model-b": 42}  # 21 requests of 2 tokens each
+
+
+def ideal_answers() -> dict[str, str]:
+    from oaievalset.registry import bundled_registry_path
+
+    answers = {"Once upon a ": "time", "The first US president was ": "George Washington",
+               "OpenAI was founded in 20": "15"}  # fmt: skip
+    samples = bundled_registry_path() / "data" / "test_basic" / "samples.jsonl"
+    for line in samples.read_text().splitlines():
+        sample = json.loads(line)
+        answers[sample["input"][-1]["content"]] = sample["ideal"][0]
+    return answers
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A progress folder in which the three models have run test-basic."""
+    ideal = ideal_answers()
+
+    def answer(request: dict[str, Any]) -> str:
+        question = request["messages"][-1]["content"]
+        if request["model"] == "model-a" or question in RIGHT_FOR_B:
+            return ideal[question]
+        return "I am not sure."
+
+    server = ChatServer(answer_fn=answer, models=("model-a", "org/model-b")).start()
+    base = tmp_path_factory.mktemp("runs")
+    env = {
+        "OAIEVALSET_PROGRESS_DIR": str(base / "progress"),
+        "OAIEVAL_RECORD_DIR": str(base / "evallogs"),
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-page",
+        "HOME": str(base),
+    }
+    try:
+        for model in MODELS:
+            done = run_cli([model, "test-basic"], env)
+            assert done.returncode == 0, done.stderr
+    finally:
+        server.stop()
+    yield base / "progress"
+
+
+def compare(runs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(["--compare", "test-basic", *args], {"OAIEVALSET_PROGRESS_DIR": str(runs)})
+
+
+def test_the_comparison_gives_each_models_accuracy_and_tokens(runs: Path) -> None:
+    done = compare(runs, "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert sorted(data["models"]) == sorted(MODELS)
+    for cell in data["cells"]:
+        assert cell["metric"] == "accuracy"
+        assert cell["value"] == pytest.approx(EXPECTED[cell["model"]][cell["eval"]])
+        assert cell["status"] == "done" and cell["samples"] in (3, 6)
+    for aggregate in data["aggregates"]:
+        assert aggregate["usage"]["total_tokens"] == TOKENS[aggregate["model"]]
+        assert aggregate["done"] == 4
+    assert "page: " in done.stderr
+
+
+def test_the_comparison_as_csv_markdown_and_text(runs: Path, tmp_path: Path) -> None:
+    rows = list(csv.DictReader(io.StringIO(compare(runs, "--format", "csv").stdout)))
+    assert len(rows) == 12
+    b = {r["eval"]: r for r in rows if r["model"] == "org/model-b"}
+    assert float(b["test-includes.s1.simple-v0"]["value"]) == 0.5
+    assert b["test-includes.s1.simple-v0"]["total_tokens"] == "12"
+    markdown = compare(runs, "--format", "markdown").stdout.splitlines()
+    assert markdown[0].startswith("| eval |") and markdown[1].startswith("|---|")
+    text = compare(runs, "--models", "model-a,dummy").stdout
+    assert "model-a" in text and "org/model-b" not in text
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("model-a: {input: 1000000, output: 2000000}\nnobody: {input: 1, output: 1}\n")
+    priced = json.loads(compare(runs, "--json", "--prices", str(prices)).stdout)
+    costs = {a["model"]: a["cost"] for a in priced["aggregates"]}
+    assert costs["model-a"] == pytest.approx(21 * 1.0 + 21 * 2.0)  # 21 tokens in, 21 out
+    assert costs["dummy"] is None
+    assert any("nobody" in note for note in priced["notes"])
+
+
+def test_a_set_no_model_has_run_is_a_one_line_error(runs: Path) -> None:
+    done = run_cli(["--compare", "no-such-set"], {"OAIEVALSET_PROGRESS_DIR": str(runs)})
+    assert done.returncode == 2
+    assert done.stderr.startswith("oaievalset: error: no model has run eval set 'no-such-set'")
+
+
+def test_bad_prices_are_a_one_line_error(runs: Path, tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("model-a: {input: cheap}\n")
+    done = compare(runs, "--prices", str(prices))
+    assert done.returncode == 2 and "model 'model-a' needs `input` and `output`" in done.stderr
+
+
+def test_each_run_writes_its_page_and_the_table_shows_tokens(runs: Path) -> None:
+    page = runs / "org" / "model-b.test-basic.progress.d" / "report.html"
+    assert page.exists()
+    report = json.loads(page.with_name("report.json").read_text())
+    assert report["usage"]["total_tokens"] == 42
+    assert all(Path(e["record"]).exists() for e in report["evals"])
+
+
+# -- in the browser --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - a test extra
+        pytest.fail("playwright is not installed: pip install '.[test]'")
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs chromium-headless-shell")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium-headless-shell)")
+    executable = CHROMIUM
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+        # No network at all for the browser: the page must need none.
+        wrapper = tmp_path_factory.mktemp("browser") / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec {unshare} -n {CHROMIUM} "$@"\n')
+        wrapper.chmod(0o755)
+        executable = str(wrapper)
+    with sync_playwright() as playwright:
+        # Playwright gives the browser a temporary profile of its own, removed on close.
+        instance = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield instance
+        instance.close()
+
+
+class Page:
+    """A page opened from file://, with every console error and every request it made."""
+
+    def __init__(self, browser: Any, path: Path) -> None:
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1200, "height": 800})
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(path.resolve().as_uri())
+
+    def rows(self) -> list[list[str]]:
+        return [
+            [td.inner_text() for td in tr.query_selector_all("td")]
+            for tr in self.page.query_selector_all("#samples tr[data-sample]")
+        ]
+
+    def close(self) -> None:
+        self.page.close()
+
+
+def test_the_page_shows_the_grid_and_the_wrong_samples(
+    runs: Path, browser: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "compare.html"
+    assert compare(runs, "--html", str(path)).returncode == 0
+    page = Page(browser, path)
+    try:
+        grid = page.page.inner_text("#grid")
+        assert "0.333 n=3" in grid and "0.500 n=6" in grid and "1.000 n=6" in grid
+        assert page.page.query_selector_all("#chart rect")  # the bars
+        page.page.click("a[data-eval='test-includes.s1.simple-v0']")
+        page.page.select_option("select[name=model]", "org/model-b")
+        assert len(page.rows()) == 6
+        page.page.select_option("select[name=filter]", "wrong")
+        wrong = page.rows()
+        assert [r[0].rsplit(".", 1)[1] for r in wrong] == ["3", "4", "5"]
+        assert all(r[2] == "I am not sure." and r[4] == "no" for r in wrong)
+        page.page.select_option("select[name=other]", "model-a")
+        page.page.select_option("select[name=filter]", "disagree")
+        assert [r[0] for r in page.rows()] == [r[0] for r in wrong]
+        shot = os.environ.get("OAIEVALSET_SCREENSHOT")
+        page.page.screenshot(path=shot or str(tmp_path / "page.png"), full_page=True)
+        assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
+    finally:
+        page.close()
+
+
+def test_a_large_record_is_paged(browser: Any, tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    (root / "evals").mkdir(parents=True)
+    (root / "data").mkdir()
+    samples = [{"input": f"Question {i}", "ideal": f"Answer {i}"} for i in range(3000)]
+    (root / "data" / "big.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (root / "evals" / "big.yaml").write_text(
+        "big.dev.v0:\n  class: evals.elsuite.basic.includes:Includes\n"
+        "  args:\n    samples_jsonl: big.jsonl\n"
+    )
+    (root / "eval_sets").mkdir()
+    (root / "eval_sets" / "big.yaml").write_text("big:\n  evals: [big.dev.v0]\n")
+    server = ChatServer(answer_fn=lambda r: "Answer 7", models=("m",)).start()
+    env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-big", "EVALS_THREADS": "20"}
+    try:
+        done = run_cli(["m", "big", "--registry_path", str(root)], env, timeout=300)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    report = Path(done.stderr.split("oaievalset: page: ")[1].split()[0])
+    page = Page(browser, report)
+    try:
+        page.page.click("a[data-eval='big.dev.v0']")
+        assert len(page.rows()) == 50
+        assert "3000 sample(s), page 1 of 60" in page.page.inner_text("#pager")
+        page.page.click("button[name=next]")
+        assert page.rows()[0][0] == "big.dev.50"
+        page.page.select_option("select[name=filter]", "wrong")
+        assert "2999 sample(s)" in page.page.inner_text("#pager")
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_missing_cut_and_unreadable_records_are_shown_not_fatal(
+    runs: Path, browser: Any, tmp_path: Path
+) -> None:
+    broken = tmp_path / "progress"
+    shutil.copytree(runs, broken)
+    journal = broken / "model-a.test-basic.progress.d" / "state.jsonl"
+    journal.write_text(journal.read_text().replace(str(runs), str(broken)))  # its logs
+    records = {}
+    for log in (broken / "model-a.test-basic.progress.d" / "logs").glob("*.log"):
+        record = log.read_text().split("Logged to ", 1)[1].split()[0]
+        records[log.name.split(".")[0]] = Path(record)
+    # One missing, one cut short, one not JSON at all (copies: the other tests read them).
+    for name, path in records.items():
+        copy = tmp_path / f"{name}.jsonl"
+        shutil.copy(path, copy)
+        for log in (broken / "model-a.test-basic.progress.d" / "logs").glob(f"{name}.*"):
+            log.write_text(log.read_text().replace(str(path), str(copy)))
+        records[name] = copy
+    records["test-match"].unlink()
+    text = records["test-includes"].read_text()
+    records["test-includes"].write_text(text[: len(text) - 40])
+    records["test-fuzzy-match"].write_text("this is not a record\n")
+    done = run_cli(["--compare", "test-basic", "--json"], {"OAIEVALSET_PROGRESS_DIR": str(broken)})
+    assert done.returncode == 0, done.stderr
+    problems = {
+        c["eval"]: c["problems"]
+        for c in json.loads(done.stdout)["cells"]
+        if c["model"] == "model-a"
+    }
+    assert "the record is missing" in problems["test-match.s1.simple-v0"][0]
+    assert "cut short" in problems["test-includes.s1.simple-v0"][0]
+    assert "not JSON" in problems["test-fuzzy-match.s1.simple-v0"][0]
+    page = Page(browser, broken / "test-basic.compare.html")
+    try:
+        page.page.click("a[data-eval='test-match.s1.simple-v0']")
+        page.page.select_option("select[name=model]", "model-a")
+        assert "the record is missing" in page.page.inner_text("#drill")
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_a_record_written_by_the_originals_oaieval_is_read(
+    browser: Any, tmp_path: Path, test_cache: Path
+) -> None:
+    from openai_registry import original_venv
+
+    try:
+        venv = original_venv(test_cache)
+    except RuntimeError as exc:  # pragma: no cover - only without access to PyPI
+        pytest.skip(str(exc))
+    server = ChatServer(answer_fn=lambda r: "time", models=("gpt-4-page",)).start()
+    env = {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",  # its oaieval comes first
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-original",
+    }
+    try:
+        done = run_cli(["gpt-4-page", "test-basic"], env, timeout=300)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    data = json.loads(run_cli(["--compare", "test-basic", "--json"]).stdout)
+    cells = {c["eval"]: c for c in data["cells"]}
+    assert cells["test-match.s1.simple-v0"]["value"] == pytest.approx(1 / 3)
+    assert cells["test-match.s1.simple-v0"]["samples"] == 3
+    assert cells["test-match.s1.simple-v0"]["usage"]["total_tokens"] == 6
+    assert all(not c["problems"] for c in data["cells"])
+    assert sys.executable  # our engine was not the one that ran
+    assert "[oaieval.py:" in Path(cells["test-match.s1.simple-v0"]["log"]).read_text()
