@@ -31,7 +31,9 @@ FAKE_OAIEVAL = textwrap.dedent(
     def note(event):
         if log:
             with open(log, "a") as f:
-                f.write(json.dumps({{"event": event, "argv": argv, "pid": os.getpid()}}) + "\\n")
+                f.write(json.dumps({{"event": event, "argv": argv, "pid": os.getpid(),
+                    "job": os.environ.get("SLURM_JOB_ID"),
+                    "node": os.environ.get("SLURMD_NODENAME")}}) + "\\n")
     earlier = 0
     if log and os.path.exists(log):
         with open(log) as f:

@@ -124,6 +124,28 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
     )
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
     ours.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="Where the evals run: local processes (the default), or one Slurm job each.",
+    )
+    ours.add_argument("--slurm-partition", metavar="NAME", help="With slurm: sbatch --partition.")
+    ours.add_argument(
+        "--slurm-time", metavar="LIMIT", help="With slurm: sbatch --time (minutes, or D-HH:MM:SS)."
+    )
+    ours.add_argument(
+        "--slurm-arg",
+        metavar="ARG",
+        action="append",
+        default=[],
+        help="With slurm: one more sbatch argument (repeatable), e.g. --slurm-arg=--mem=4G.",
+    )
+    ours.add_argument(
+        "--slurm-shared",
+        action="store_true",
+        help="With slurm: the state folder is shared by the nodes, even under /tmp.",
+    )
+    ours.add_argument(
         "--prices",
         metavar="FILE",
         default=None,
@@ -182,6 +204,13 @@ def run(
         json=_opt(args, "json", False),
         run_command=run_command,
         prices=_opt(args, "prices", None),
+        executor=_opt(args, "executor", "local"),
+        slurm=(
+            _opt(args, "slurm_partition", None),
+            _opt(args, "slurm_time", None),
+            tuple(_opt(args, "slurm_arg", [])),
+            _opt(args, "slurm_shared", False),
+        ),
     )
     return run_set(settings, registry, color=color, executor=executor)
 

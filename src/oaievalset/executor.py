@@ -39,12 +39,14 @@ class Job(Protocol):
 
 class Ended(NamedTuple):
     """What comes back from an eval: its exit code, and where its record is when the
-    executor moved it (else the log says, as `oaieval` logs it) and where it ran."""
+    executor moved it (else the log says, as `oaieval` logs it), where it ran, and why it
+    ended when its exit code cannot say (a cluster's reason)."""
 
     job: Job
     exit_code: int
     record: str | None = None
     where: str | None = None
+    reason: str | None = None
 
 
 class Executor(Protocol):

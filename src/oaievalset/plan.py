@@ -41,6 +41,8 @@ def plan_entries(
             entry["status"] = "pending"
         if state.get("log"):
             entry["log"] = state["log"]
+        if state.get("where"):
+            entry["where"] = state["where"]  # the cluster job (and node) that last ran it
         if entry["status"] != "done":
             near = [r for r in by_eval.get(command[2], []) if r != command]
             if near:
@@ -56,6 +58,8 @@ def plan_text(
     width = max([len(e["status"]) for e in entries] + [7])
     for e in entries:
         lines.append(f"  {e['status'].ljust(width)}  {' '.join(e['command'])}")
+        if e.get("where"):
+            lines.append(f"  {'':{width}}  last ran as {e['where']}")
         if "exit_code" in e and e["exit_code"] is not None:
             lines.append(f"  {'':{width}}  last exit code {e['exit_code']}; log: {e.get('log')}")
         for other in e.get("recorded_as", []):

@@ -117,34 +117,27 @@ def _duration(seconds: float | None) -> str:
 
 def summary_table(results: Sequence[Result], price: tuple[float, float] | None = None) -> str:
     """One row per eval: eval, status, duration, attempts, tokens (and cost, given the
-    model's price), headline metrics; then the totals."""
-    header = ("eval", "status", "time", "tries", "tokens", *(("cost",) if price else ()), "metrics")
-    rows = [
-        (
+    model's price), where it ran (on a cluster), headline metrics; then the totals."""
+    where = any(r.where for r in results)
+    header = ["eval", "status", "time", "tries", "tokens"]
+    header += ["cost"] * bool(price) + ["where"] * where + ["metrics"]
+    rows = []
+    for r in results:
+        row = [
             r.command[2] if len(r.command) > 2 else " ".join(r.command),
             r.status,
             _duration(r.duration),
             str(r.attempts) if r.attempts else "-",
             f"{r.usage.total_tokens:,}" if r.usage else "-",
-            *((_money(cost_of(r.usage, price)),) if price else ()),
-            headline(r.metrics),
-        )
-        for r in results
-    ]
+        ]
+        row += [_money(cost_of(r.usage, price))] * bool(price) + [r.where or "-"] * where
+        rows.append([*row, headline(r.metrics)])
     total = sum((r.usage for r in results if r.usage), Usage())
     this_run = sum((r.usage for r in results if r.usage and r.status == DONE), Usage())
     if total.total_tokens:
-        rows.append(
-            (
-                "total",
-                "",
-                "",
-                "",
-                f"{total.total_tokens:,}",
-                *((_money(cost_of(total, price)),) if price else ()),
-                f"(this run: {this_run.total_tokens:,} tokens)",
-            )
-        )
+        row = ["total", "", "", "", f"{total.total_tokens:,}"]
+        row += [_money(cost_of(total, price))] * bool(price) + [""] * where
+        rows.append([*row, f"(this run: {this_run.total_tokens:,} tokens)"])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()

@@ -210,7 +210,12 @@ class _Run:
         result = slot.result
         result.attempts += 1
         log = self.progress.state.log_path(slot.command)
-        if result.attempts == 1:  # a new run starts a new log; retries append to it
+        # At -j 1 the child's stderr is shown live, as the original shows it.
+        spec = JobSpec(slot.command, log, self.options.jobs == 1)
+        # A job that a driver which died left running (on a cluster) is taken over.
+        adopt = getattr(self.executor, "adopt", None)
+        adopted = adopt(spec) if adopt is not None and result.attempts == 1 else None
+        if result.attempts == 1 and adopted is None:  # a new run starts a new log
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(log, 0)
         result.log = log
@@ -218,8 +223,8 @@ class _Run:
         slot.timed_out = False
         slot.phase = RUNNING  # before the line is drawn, so that the live line counts it
         self.view.say(f"Running command: {slot.name} ({slot.index}/{self.total})")
-        # At -j 1 the child's stderr is shown live, as the original shows it.
-        slot.job = self.executor.start(JobSpec(slot.command, log, self.options.jobs == 1))
+        slot.job = adopted or self.executor.start(spec)
+        result.where = getattr(slot.job, "where", None)
         slot.deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         slot.kill_at = None
         self.running[id(slot.job)] = slot
@@ -232,6 +237,7 @@ class _Run:
             exit_code=None,
             attempts=result.attempts,
             log=str(log),
+            where=result.where,
         )
 
     def end(self, slot: _Slot, outcome: Ended) -> None:
@@ -243,7 +249,7 @@ class _Run:
         if code == 0 and not slot.timed_out:
             self.succeed(slot, outcome.record)
             return
-        why = "timed out" if slot.timed_out else describe_exit(code)
+        why = "timed out" if slot.timed_out else outcome.reason or describe_exit(code)
         if result.attempts < self.options.attempts and not self.stopping:
             delay = min(BACKOFF_BASE * 2 ** (result.attempts - 1), BACKOFF_MAX)
             self.view.warn(
@@ -295,6 +301,7 @@ class _Run:
                 started=result.started,
                 ended=result.ended,
                 attempts=result.attempts,
+                where=result.where,
                 **extra,
             )
 

@@ -38,6 +38,8 @@ class Settings(NamedTuple):
     json: bool = False
     run_command: str = "oaieval"
     prices: str | None = None  # a YAML file of prices per million tokens, per model
+    executor: str = "local"  # or "slurm"
+    slurm: tuple[str | None, str | None, tuple[str, ...], bool] = (None, None, (), False)
 
 
 def run_set(
@@ -157,10 +159,10 @@ def _run_todo(
     if not todo:
         return [], False
     from oaievalset import report, runner
-    from oaievalset.executor import SubprocessExecutor, check_executable
+    from oaievalset.executor import check_executable
 
     first = len(commands) - len(todo)
-    if executor is None:
+    if executor is None and settings.executor == "local":
         try:
             check_executable(todo[0])
         except LaunchError:
@@ -168,6 +170,7 @@ def _run_todo(
             counter = f"({first + 1}/{len(commands)})"
             print(highlight(f"Running command: {' '.join(todo[0])} {counter}", color))
             raise
+    own = _make_executor(settings, progress) if executor is None else None
     progress.prepare()
     # From here on, report.json describes this run, even if the process dies mid-way.
     report.begin(settings.model, settings.eval_set, progress, commands)
@@ -180,7 +183,6 @@ def _run_todo(
         live=settings.jobs > 1 and sys.stdout.isatty(),
         err_color=use_color(sys.stderr),
     )
-    own = SubprocessExecutor() if executor is None else None
     try:
         results = runner.execute(
             todo,
@@ -199,6 +201,20 @@ def _run_todo(
         if own is not None:
             own.close()
     return results, False
+
+
+def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:
+    """The executor the settings ask for; a cluster that cannot be reached fails here,
+    before anything runs."""
+    if settings.executor == "slurm":
+        from oaievalset.slurm import SlurmExecutor, SlurmOptions
+
+        slurm = SlurmExecutor(progress.state_dir / "slurm", SlurmOptions(*settings.slurm))
+        slurm.check_shared(progress.state_dir)
+        return slurm
+    from oaievalset.executor import SubprocessExecutor
+
+    return SubprocessExecutor()
 
 
 def _show_plan(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:

@@ -34,6 +34,10 @@ CLIENT_SETTINGS = ("api_base", "api_key")  # --completion_args that set up the c
 
 logger = logging.getLogger("oaieval")
 
+# Set when the eval stops (an error elsewhere, or Ctrl-C): requests waiting to be tried
+# again give up instead of going on in the background.
+STOPPING = threading.Event()
+
 
 class Completion(NamedTuple):
     """One answer from a completion function, and what the record keeps of it: the
@@ -225,8 +229,11 @@ class OpenAIChatCompletionFn:
                     f"tries in {spent:.0f} s ({failure}); the retry budget is "
                     f"{self._budget:g} s per request (OAIEVAL_RETRY_BUDGET)"
                 ) from None
+            if STOPPING.is_set():
+                raise ModelError(f"stopped while retrying a request ({failure})")
             logger.info(f"Retrying in {delay:.1f} s after try {tries} ({failure})")
-            time.sleep(delay)
+            if STOPPING.wait(delay):
+                raise ModelError(f"stopped while retrying a request ({failure})")
 
     def _timeout(self, left: float) -> float | None:
         """One try waits at most OAIEVAL_REQUEST_TIMEOUT, and not past the retry budget."""

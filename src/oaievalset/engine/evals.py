@@ -218,6 +218,9 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
     rest and is raised here. The main thread only waits, so Ctrl-C reaches it at once, and
     the requests still in flight do not hold up the exit (a pool's threads would be joined).
     """
+    from oaievalset.engine.completions import STOPPING
+
+    STOPPING.clear()
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for item in items:
         todo.put(item)
@@ -255,6 +258,8 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
             pass
     finally:
         stop.set()  # on Ctrl-C too: the threads take nothing more
+        if errors or not finished.is_set() or left[0]:
+            STOPPING.set()  # and requests waiting for a retry give up
     if errors:
         raise errors[0]
 
