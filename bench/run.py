@@ -417,6 +417,42 @@ def bench_coverage(samples: int = 3) -> None:
         say(f"  not run, of a class we run: {count} x {why}")
 
 
+def bench_slurm(count: int = 16, jobs: int = 2) -> None:
+    """Overhead per eval of --executor slurm against local processes: the same evals (a
+    fake oaieval that sleeps 0.5 s) at the same -j, on a two-node cluster of this machine."""
+    from slurm_cluster import Cluster, available
+
+    why = available()
+    if why is not None:
+        say(f"slurm: skipped ({why})")
+        return
+    root = WORK / "slurm-registry"
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    (root / "eval_sets").mkdir(parents=True, exist_ok=True)
+    (root / "evals" / "sl.yaml").write_text(
+        "".join(f"sl-{i}.dev.v0:\n  class: x:Y\n" for i in range(count))
+    )
+    (root / "eval_sets" / "sl.yaml").write_text('sl:\n  evals: ["sl-*"]\n')
+    sleeper = fake_bin("half-second", "#!/bin/sh\nsleep 0.5\n")
+    shutil.rmtree(WORK / "slurm-cluster", ignore_errors=True)
+    cluster = Cluster(WORK / "slurm-cluster").start()
+    try:
+        env = {**with_path(sleeper), **cluster.env, "OAIEVALSET_PROGRESS_DIR": str(WORK / "sl")}
+        cmd = [str(OURS_BIN / "oaievalset"), "dummy", "sl", "--registry_path", str(root),
+               "--no-resume", "-j", str(jobs)]  # fmt: skip
+        local, slurm = side_by_side(
+            lambda: timed(cmd, env),
+            lambda: timed([*cmd, "--executor", "slurm", "--slurm-shared"], env),
+            rounds=2,
+        )
+    finally:
+        cluster.stop()
+    say(
+        f"slurm, {count} evals of 0.5 s at -j {jobs} on 2 nodes: local {local:.2f} s, slurm "
+        f"{slurm:.2f} s: {(slurm - local) / count * 1000:.0f} ms more per eval"
+    )
+
+
 def bench_install() -> None:
     """A real install of ours (size on disk, time), and both dependency trees by a
     dry-run resolution, compared by package count and by the size of the archives pip
@@ -494,6 +530,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "engine": bench_engine,
     "unhealthy": bench_unhealthy,
     "coverage": bench_coverage,
+    "slurm": bench_slurm,
     "install": bench_install,
 }
 
