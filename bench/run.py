@@ -453,6 +453,50 @@ def bench_slurm(count: int = 16, jobs: int = 2) -> None:
     )
 
 
+def bench_ray(count: int = 8, sleep: float = 2.0, jobs: int = 6) -> None:
+    """--executor ray on a cluster of a head and two worker nodes (3 CPUs each) on this
+    machine, inside a private network namespace: efficiency against the ideal (evals of
+    `sleep` s, `jobs` at once), and overhead per eval against local processes at the same -j.
+    Ray's own start-up (about 3 s for a new driver) is part of what is measured."""
+    import importlib.util
+    import math
+
+    if importlib.util.find_spec("ray") is None or shutil.which("unshare") is None:
+        say("ray: skipped (pip install '.[ray]', and unshare -n as root)")
+        return
+    root = WORK / "ray-registry"
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    (root / "eval_sets").mkdir(parents=True, exist_ok=True)
+    (root / "evals" / "ry.yaml").write_text(
+        "".join(f"ry-{i}.dev.v0:\n  class: x:Y\n" for i in range(count))
+    )
+    (root / "eval_sets" / "ry.yaml").write_text('ry:\n  evals: ["ry-*"]\n')
+    sleeper = fake_bin("ray-sleep", f"#!/bin/sh\nsleep {sleep}\n")
+    argv = ["dummy", "ry", "--registry_path", str(root), "--no-resume", "-j", str(jobs)]
+    env = with_path(sleeper)
+    local = timed([str(OURS_BIN / "oaievalset"), *argv], env)
+    args = json.dumps({"oaievalset": str(OURS_BIN / "oaievalset"),
+                       "argv": [*argv, "--executor", "ray"], "env": {}})  # fmt: skip
+    scenario = ROOT / "tests" / "ray_scenario.py"
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" '
+         f'"{scenario}" plain "$0"', args],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"ray benchmark failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise SystemExit(f"ray benchmark run failed: {result['stderr'][-2000:]}")
+    ray_time = result["elapsed"]
+    ideal = math.ceil(count / jobs) * sleep
+    say(
+        f"ray, {count} evals of {sleep:g} s at -j {jobs} on 2 worker nodes: {ray_time:.2f} s, "
+        f"efficiency {ideal / ray_time:.2f} of the ideal {ideal:g} s; local {local:.2f} s: "
+        f"{(ray_time - local) / count * 1000:.0f} ms more per eval"
+    )
+
+
 def bench_install() -> None:
     """A real install of ours (size on disk, time), and both dependency trees by a
     dry-run resolution, compared by package count and by the size of the archives pip
@@ -531,6 +575,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "unhealthy": bench_unhealthy,
     "coverage": bench_coverage,
     "slurm": bench_slurm,
+    "ray": bench_ray,
     "install": bench_install,
 }
 

@@ -91,9 +91,9 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
         "-j",
         "--jobs",
         type=_positive_int,
-        default=1,
+        default=None,
         metavar="N",
-        help="Run up to N evals at once (default 1).",
+        help="Run up to N evals at once (default 1; with ray, the cluster's CPUs).",
     )
     ours.add_argument(
         "--timeout",
@@ -125,9 +125,16 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
     ours.add_argument(
         "--executor",
-        choices=("local", "slurm"),
+        choices=("local", "slurm", "ray"),
         default="local",
-        help="Where the evals run: local processes (the default), or one Slurm job each.",
+        help="Where the evals run: local processes (the default), one Slurm job each, or "
+        "one Ray task each.",
+    )
+    ours.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="With ray: the cluster (default: RAY_ADDRESS, else the one on this machine); "
+        "'local' starts one here.",
     )
     ours.add_argument("--slurm-partition", metavar="NAME", help="With slurm: sbatch --partition.")
     ours.add_argument(
@@ -197,7 +204,7 @@ def run(
         registry_paths=args.registry_path,
         resume=args.resume,
         exit_on_error=args.exit_on_error,
-        jobs=_opt(args, "jobs", 1),
+        jobs=_opt(args, "jobs", None),
         timeout=_opt(args, "timeout", None),
         attempts=_opt(args, "attempts", 1),
         plan=_opt(args, "plan", False),
@@ -205,6 +212,7 @@ def run(
         run_command=run_command,
         prices=_opt(args, "prices", None),
         executor=_opt(args, "executor", "local"),
+        ray_address=_opt(args, "ray_address", None),
         slurm=(
             _opt(args, "slurm_partition", None),
             _opt(args, "slurm_time", None),

@@ -170,7 +170,8 @@ def _cell(
 
     log = Path(state["log"]) if state.get("log") else None
     outcome = read_outcome(log)
-    record = read_record(outcome.record) if done and outcome.record else None
+    where = state.get("record") or outcome.record  # the journal's, if an executor moved it
+    record = read_record(where) if done and where else None
     metrics = outcome.metrics or (record.final_report if record and record.final_report else {})
     metric, value = headline(metrics)
     usage = Usage.of(metrics, "usage_") or (record.usage if record else None)

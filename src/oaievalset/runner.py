@@ -291,7 +291,9 @@ class _Run:
         slot.phase = ENDED
         result.status = status
         if result.attempts:
-            extra = {}
+            extra: dict[str, Any] = {}
+            if status == DONE and result.record:
+                extra["record"] = result.record  # where it is now (an executor may move it)
             if result.usage_all_runs is not None:
                 extra["usage_all_runs"] = result.usage_all_runs.as_dict()
             self.journal.update(

@@ -31,14 +31,15 @@ class Settings(NamedTuple):
     registry_paths: list[str] | None = None
     resume: bool = True
     exit_on_error: bool = True
-    jobs: int = 1
+    jobs: int | None = None  # None: 1, or with ray the cluster's CPUs
     timeout: float | None = None
     attempts: int = 1
     plan: bool = False
     json: bool = False
     run_command: str = "oaieval"
     prices: str | None = None  # a YAML file of prices per million tokens, per model
-    executor: str = "local"  # or "slurm"
+    executor: str = "local"  # or "slurm", "ray"
+    ray_address: str | None = None
     slurm: tuple[str | None, str | None, tuple[str, ...], bool] = (None, None, (), False)
 
 
@@ -174,13 +175,16 @@ def _run_todo(
     progress.prepare()
     # From here on, report.json describes this run, even if the process dies mid-way.
     report.begin(settings.model, settings.eval_set, progress, commands)
+    jobs = settings.jobs or 1
+    if settings.jobs is None and own is not None and hasattr(own, "cpus"):
+        jobs = max(1, min(own.cpus, len(todo)))  # a cluster: as many at once as it has CPUs
     options = runner.RunOptions(
-        jobs=settings.jobs,
+        jobs=jobs,
         timeout=settings.timeout,
         attempts=settings.attempts,
         exit_on_error=settings.exit_on_error,
         color=color,
-        live=settings.jobs > 1 and sys.stdout.isatty(),
+        live=jobs > 1 and sys.stdout.isatty(),
         err_color=use_color(sys.stderr),
     )
     try:
@@ -206,6 +210,10 @@ def _run_todo(
 def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:
     """The executor the settings ask for; a cluster that cannot be reached fails here,
     before anything runs."""
+    if settings.executor == "ray":
+        from oaievalset.rayexec import RayExecutor
+
+        return RayExecutor(progress.state_dir, settings.ray_address)
     if settings.executor == "slurm":
         from oaievalset.slurm import SlurmExecutor, SlurmOptions
 

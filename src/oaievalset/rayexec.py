@@ -1,0 +1,185 @@
+"""The Ray executor: each eval is one Ray task that runs the same oaieval command on a worker
+node (found on the worker's PATH) and brings back its exit code, its output (into the
+driver's log of the eval) and its record (into the driver's state folder). The driver stays
+the only writer of the progress file, the journal and the report.
+
+`ray` is an optional extra: `pip install 'oaievalset[ray]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from oaievalset.claims import command_id
+from oaievalset.errors import LaunchError
+from oaievalset.executor import Ended, JobSpec
+
+# The environment a task takes from the driver: the model's server and key, and the
+# engine's settings. The rest (PATH first) is the worker's own.
+PASSED_ON = ("OPENAI_", "EVALS_", "OAIEVAL_", "AZURE_OPENAI_")
+RECORD_LIMIT = 512 * 1024 * 1024  # bytes of a record brought back
+_LOGGED_TO = ". Logged to "
+
+
+def run_eval(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any]:
+    """On a worker: run the eval, and return its exit code, output, record and node. Its
+    process dies with the worker's (a cancelled or lost task leaves no eval running)."""
+    import ctypes
+    import signal
+    import subprocess
+
+    import ray
+
+    from oaievalset.executor import find_executable
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def die_with_the_worker() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    proc = subprocess.Popen(
+        command,
+        # On the worker's PATH, or beside its Python (a virtual environment), as locally.
+        executable=find_executable(command[0]) or command[0],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+        cwd=cwd if os.path.isdir(cwd) else None,
+        preexec_fn=die_with_the_worker,
+    )
+    try:
+        output, _ = proc.communicate()
+    except BaseException:  # a cancelled task: stop the eval first
+        proc.terminate()
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    record = None
+    name = None
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        if "Final report: " in line and _LOGGED_TO in line:
+            path = line.rpartition(_LOGGED_TO)[2].strip()
+            if os.path.isfile(path) and os.path.getsize(path) <= RECORD_LIMIT:
+                with open(path, "rb") as f:
+                    record, name = f.read(), os.path.basename(path)
+            break
+    context = ray.get_runtime_context()
+    return {
+        "code": proc.returncode,
+        "output": output,
+        "record": record,
+        "record_name": name,
+        "node": context.get_node_id(),
+    }
+
+
+def _reachable(address: str) -> None:
+    """A `host:port` (or `ray://host:port`) that accepts no connection is a one-line error."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # auto, local, or a form Ray itself resolves
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise LaunchError(
+            f"no Ray cluster at {address} ({exc.strerror or exc}); start one "
+            f"(ray start --head), set RAY_ADDRESS, or pass --ray-address local"
+        ) from None
+
+
+class RayJob:
+    def __init__(self, executor: RayExecutor, ref: Any, spec: JobSpec) -> None:
+        self.executor = executor
+        self.ref = ref
+        self.spec = spec
+        self.where = "ray task"
+
+    def terminate(self) -> None:
+        self.executor.ray.cancel(self.ref, force=False)
+
+    def kill(self) -> None:
+        self.executor.ray.cancel(self.ref, force=True)
+
+
+class RayExecutor:
+    """Evals as Ray tasks on the cluster at `address` (else RAY_ADDRESS, else the one
+    `ray start` left on this machine); `local` starts a cluster of this machine alone."""
+
+    def __init__(self, state_dir: Path, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise LaunchError(
+                "--executor ray needs the ray package: pip install 'oaievalset[ray]'"
+            ) from None
+        self.ray = ray
+        self.records = state_dir / "records"
+        where = address or os.environ.get("RAY_ADDRESS") or "auto"
+        _reachable(where)  # ray.init would keep trying an address nobody answers at
+        try:
+            if where == "local":
+                ray.init(logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(address=where, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise LaunchError(
+                f"no Ray cluster at {where} ({str(exc).splitlines()[0][:120]}); start one "
+                f"(ray start --head), set RAY_ADDRESS, or pass --ray-address local"
+            ) from None
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        # A task lost with its node is run again elsewhere; a failing eval is not (its exit
+        # code comes back, and --attempts decides).
+        self._task = ray.remote(max_retries=3, retry_exceptions=False)(run_eval)
+        self._jobs: dict[Any, RayJob] = {}  # by object ref
+        self._nodes: dict[str, str] = {}
+
+    def start(self, spec: JobSpec) -> RayJob:
+        env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
+        ref = self._task.options(scheduling_strategy="SPREAD").remote(
+            list(spec.command), env, os.getcwd()
+        )
+        job = RayJob(self, ref, spec)
+        self._jobs[ref] = job
+        return job
+
+    def wait(self, timeout: float | None) -> list[Ended]:
+        if not self._jobs:
+            return []
+        ready, _ = self.ray.wait(list(self._jobs), num_returns=1, timeout=timeout)
+        if ready:  # and any others that are done by now
+            ready, _ = self.ray.wait(list(self._jobs), num_returns=len(self._jobs), timeout=0)
+        return [self._ended(self._jobs.pop(ref)) for ref in ready]
+
+    def _ended(self, job: RayJob) -> Ended:
+        ray = self.ray
+        try:
+            result = ray.get(job.ref)
+        except ray.exceptions.TaskCancelledError:
+            return Ended(job, -15, reason="its Ray task was cancelled")
+        except ray.exceptions.RayError as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            return Ended(job, 1, reason=f"its Ray task failed ({type(exc).__name__}: {first})")
+        with open(job.spec.log, "ab") as log:
+            log.write(result["output"])
+        record = None
+        if result["record"] is not None:
+            self.records.mkdir(parents=True, exist_ok=True)
+            path = self.records / f"{command_id(job.spec.command)[:8]}.{result['record_name']}"
+            path.write_bytes(result["record"])
+            record = str(path)
+        return Ended(job, result["code"], record=record, where=f"ray node {result['node'][:8]}")
+
+    def close(self) -> None:
+        for ref in list(self._jobs):
+            self.ray.cancel(ref, force=True)
+        self._jobs.clear()
+        self.ray.shutdown()

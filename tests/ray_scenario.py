@@ -1,0 +1,112 @@
+"""One scenario of the Ray tests, run inside a private network namespace (only loopback, so
+that Ray uses 127.0.0.1): a real Ray cluster of a head and two worker nodes, started here
+with ray.cluster_utils.Cluster, and oaievalset run against it as a user runs it. What
+happened is printed as JSON on the last line.
+
+    python ray_scenario.py SCENARIO ARGS_JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HEALTH = {  # a dead node is seen in about 2 s instead of about 13
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 4,
+    "health_check_initial_delay_ms": 0,
+}
+
+
+def starts(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [e for e in events if e["event"] == "start"]
+
+
+def wait_until(condition: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out waiting")
+        time.sleep(0.1)
+
+
+def raylet(node: Any) -> int:
+    return int(node.all_processes["raylet"][0].process.pid)
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
+    from ray.cluster_utils import Cluster
+
+    # The nodes' own environment (the fake oaieval's settings reach it only this way: the
+    # driver passes on only the model's and the engine's settings).
+    os.environ.update(args.get("env", {}))
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEALTH}
+    )
+    workers = [cluster.add_node(num_cpus=3) for _ in range(2)]
+    cluster.wait_for_nodes()
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    command = [args["oaievalset"], *args["argv"]]
+    log = Path(os.environ.get("FAKE_OAIEVAL_LOG", "/nonexistent"))
+    server = None
+    try:
+        if scenario == "engine":
+            sys.path.insert(0, str(Path(__file__).parent))
+            from chat_server import ChatServer
+
+            server = ChatServer(answer_fn=lambda r: "Mars", models=("m",)).start()
+            env.update({"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-ray"})
+        began = time.monotonic()
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        if scenario == "kill-node":
+            wait_until(lambda: len(starts(log)) >= 6)  # both workers busy
+            time.sleep(0.5)
+            running = {e["pid"] for e in starts(log)}
+            busiest = max(workers, key=lambda node: len(running & descendants(raylet(node))))
+            cluster.remove_node(busiest, allow_graceful=False)
+        elif scenario == "interrupt":
+            wait_until(lambda: len(starts(log)) >= 2)
+            time.sleep(max(0.0, 3 - (time.monotonic() - began)))
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=240)
+        elapsed = time.monotonic() - began
+        requests = len(server.requests) if server else None
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
+    return {"code": proc.returncode, "stdout": out, "stderr": err, "elapsed": elapsed,
+            "requests": requests}  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], json.loads(sys.argv[2]))))
