@@ -124,6 +124,18 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
     )
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
     ours.add_argument(
+        "--prices",
+        metavar="FILE",
+        default=None,
+        help="A YAML file of dollars per million input and output tokens per model "
+        "(model: {input: N, output: N}): adds the cost to the table and report.",
+    )
+    _add_cluster_flags(ours)
+
+
+def _add_cluster_flags(ours: argparse._ArgumentGroup) -> None:
+    """Where the evals run: here, or on a Slurm or Ray cluster."""
+    ours.add_argument(
         "--executor",
         choices=("local", "slurm", "ray"),
         default="local",
@@ -151,13 +163,6 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
         "--slurm-shared",
         action="store_true",
         help="With slurm: the state folder is shared by the nodes, even under /tmp.",
-    )
-    ours.add_argument(
-        "--prices",
-        metavar="FILE",
-        default=None,
-        help="A YAML file of dollars per million input and output tokens per model "
-        "(model: {input: N, output: N}): adds the cost to the table and report.",
     )
 
 

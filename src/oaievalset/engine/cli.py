@@ -148,32 +148,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
 
     now = datetime.now(timezone.utc)
     run_id = new_run_id(now)
-    visible = args.visible if args.visible is not None else args.max_samples is None
-    eval_spec = {
-        "cls": spec.cls,
-        "registry_path": str(spec.registry_path),
-        "args": eval_args,
-        "key": spec.key,
-        "group": spec.group,
-    }
-    parts = spec.key.split(".")
-    run_spec = {
-        "completion_fns": names,
-        "eval_name": spec.key,
-        "base_eval": parts[0],
-        "split": parts[1] if len(parts) > 1 else "",
-        "run_config": {
-            "completion_fns": names,
-            "eval_spec": eval_spec,
-            "seed": args.seed,
-            "max_samples": args.max_samples,
-            "command": " ".join(shlex.quote(a) for a in [PROG, *argv]),
-            "initial_settings": {"visible": visible},
-        },
-        "created_by": args.user,
-        "run_id": run_id,
-        "created_at": str(now),
-    }
+    run_spec = _run_spec(args, argv, spec, names, eval_args, run_id, now)
     record_path = Path(
         args.record_path
         if args.record_path is not None
@@ -198,6 +173,44 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     for key, value in result.items():
         logger.info(f"{key}: {value}")
     return run_id
+
+
+def _run_spec(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    spec: Any,
+    names: list[str],
+    eval_args: dict[str, Any],
+    run_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The record's first line, with the original's fields."""
+    visible = args.visible if args.visible is not None else args.max_samples is None
+    eval_spec = {
+        "cls": spec.cls,
+        "registry_path": str(spec.registry_path),
+        "args": eval_args,
+        "key": spec.key,
+        "group": spec.group,
+    }
+    parts = spec.key.split(".")
+    return {
+        "completion_fns": names,
+        "eval_name": spec.key,
+        "base_eval": parts[0],
+        "split": parts[1] if len(parts) > 1 else "",
+        "run_config": {
+            "completion_fns": names,
+            "eval_spec": eval_spec,
+            "seed": args.seed,
+            "max_samples": args.max_samples,
+            "command": " ".join(shlex.quote(a) for a in [PROG, *argv]),
+            "initial_settings": {"visible": visible},
+        },
+        "created_by": args.user,
+        "run_id": run_id,
+        "created_at": str(now),
+    }
 
 
 def _configure_logging(log_to_file: str | None, debug: bool) -> None:
