@@ -270,6 +270,7 @@ def test_missing_cut_and_unreadable_records_are_shown_not_fatal(
         shutil.copy(path, copy)
         for log in (broken / "model-a.test-basic.progress.d" / "logs").glob(f"{name}.*"):
             log.write_text(log.read_text().replace(str(path), str(copy)))
+        journal.write_text(journal.read_text().replace(str(path), str(copy)))
         records[name] = copy
     records["test-match"].unlink()
     text = records["test-includes"].read_text()
