@@ -417,6 +417,18 @@ def bench_coverage(samples: int = 3) -> None:
         say(f"  not run, of a class we run: {count} x {why}")
 
 
+def set_registry(name: str, count: int) -> Path:
+    """A registry of `count` evals (never loaded: a fake oaieval runs them) in set `name`."""
+    root = WORK / f"{name}-registry"
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    (root / "eval_sets").mkdir(parents=True, exist_ok=True)
+    (root / "evals" / f"{name}.yaml").write_text(
+        "".join(f"{name}-{i}.dev.v0:\n  class: x:Y\n" for i in range(count))
+    )
+    (root / "eval_sets" / f"{name}.yaml").write_text(f'{name}:\n  evals: ["{name}-*"]\n')
+    return root
+
+
 def bench_slurm(count: int = 16, jobs: int = 2) -> None:
     """Overhead per eval of --executor slurm against local processes: the same evals (a
     fake oaieval that sleeps 0.5 s) at the same -j, on a two-node cluster of this machine."""
@@ -426,13 +438,7 @@ def bench_slurm(count: int = 16, jobs: int = 2) -> None:
     if why is not None:
         say(f"slurm: skipped ({why})")
         return
-    root = WORK / "slurm-registry"
-    (root / "evals").mkdir(parents=True, exist_ok=True)
-    (root / "eval_sets").mkdir(parents=True, exist_ok=True)
-    (root / "evals" / "sl.yaml").write_text(
-        "".join(f"sl-{i}.dev.v0:\n  class: x:Y\n" for i in range(count))
-    )
-    (root / "eval_sets" / "sl.yaml").write_text('sl:\n  evals: ["sl-*"]\n')
+    root = set_registry("sl", count)
     sleeper = fake_bin("half-second", "#!/bin/sh\nsleep 0.5\n")
     shutil.rmtree(WORK / "slurm-cluster", ignore_errors=True)
     cluster = Cluster(WORK / "slurm-cluster").start()
@@ -464,13 +470,7 @@ def bench_ray(count: int = 8, sleep: float = 2.0, jobs: int = 6) -> None:
     if importlib.util.find_spec("ray") is None or shutil.which("unshare") is None:
         say("ray: skipped (pip install '.[ray]', and unshare -n as root)")
         return
-    root = WORK / "ray-registry"
-    (root / "evals").mkdir(parents=True, exist_ok=True)
-    (root / "eval_sets").mkdir(parents=True, exist_ok=True)
-    (root / "evals" / "ry.yaml").write_text(
-        "".join(f"ry-{i}.dev.v0:\n  class: x:Y\n" for i in range(count))
-    )
-    (root / "eval_sets" / "ry.yaml").write_text('ry:\n  evals: ["ry-*"]\n')
+    root = set_registry("ry", count)
     sleeper = fake_bin("ray-sleep", f"#!/bin/sh\nsleep {sleep}\n")
     argv = ["dummy", "ry", "--registry_path", str(root), "--no-resume", "-j", str(jobs)]
     env = with_path(sleeper)
