@@ -39,6 +39,14 @@ def wait_until(condition: Any, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and line.split()[1] in "ZX" for line in f)
+    except OSError:
+        return False
+
+
 def raylet(node: Any) -> int:
     return int(node.all_processes["raylet"][0].process.pid)
 
@@ -93,6 +101,23 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             running = {e["pid"] for e in starts(log)}
             busiest = max(workers, key=lambda node: len(running & descendants(raylet(node))))
             cluster.remove_node(busiest, allow_graceful=False)
+        elif scenario == "kill-driver":
+            progress = Path(args["progress_file"])
+
+            def recorded() -> list[str]:
+                text = progress.read_text() if progress.exists() else ""
+                return [json.loads(line)[2] for line in text.splitlines() if line.strip()]
+
+            wait_until(lambda: len(recorded()) >= 2 and len(starts(log)) >= 4)
+            proc.kill()
+            proc.wait()
+            args["recorded_at_kill"] = recorded()
+            # Ray ends a dead driver's tasks, and the evals die with them; then a resume.
+            wait_until(lambda: not any(alive(e["pid"]) for e in starts(log)), timeout=60)
+            args["first_starts"] = len(starts(log))
+            proc = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         elif scenario == "interrupt":
             wait_until(lambda: len(starts(log)) >= 2)
             time.sleep(max(0.0, 3 - (time.monotonic() - began)))
@@ -105,7 +130,8 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             server.stop()
         cluster.shutdown()  # type: ignore[no-untyped-call]
     return {"code": proc.returncode, "stdout": out, "stderr": err, "elapsed": elapsed,
-            "requests": requests}  # fmt: skip
+            "requests": requests, "first_starts": args.get("first_starts"),
+            "recorded_at_kill": args.get("recorded_at_kill")}  # fmt: skip
 
 
 if __name__ == "__main__":

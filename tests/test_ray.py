@@ -36,8 +36,10 @@ def why_not() -> str | None:
 pytestmark = pytest.mark.skipif(why_not() is not None, reason=str(why_not()))
 
 
-def scenario(name: str, argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    args = json.dumps({"oaievalset": oaievalset_exe(), "argv": argv, "env": env or {}})
+def scenario(
+    name: str, argv: list[str], env: dict[str, str] | None = None, **extra: str
+) -> dict[str, Any]:
+    args = json.dumps({"oaievalset": oaievalset_exe(), "argv": argv, "env": env or {}, **extra})
     done = subprocess.run(
         ["unshare", "-n", "sh", "-c",
          f'ip link set lo up && exec "{sys.executable}" "{SCENARIO}" "$0" "$1"', name, args],
@@ -85,6 +87,26 @@ def test_ctrl_c_cancels_the_tasks_and_leaves_no_eval_running(fake: Fake, isolate
     deadline = time.monotonic() + 20
     while not no_eval_left(fake) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert no_eval_left(fake)
+
+
+def test_after_kill_9_of_the_driver_a_resume_runs_exactly_what_is_not_recorded(
+    fake: Fake, isolated: Path
+) -> None:
+    path = progress_file(isolated, "dummy", "ee-eight")
+    result = scenario(
+        "kill-driver",
+        ["dummy", "ee-eight", *R3, "--executor", "ray", "-j", "4"],
+        {"FAKE_OAIEVAL_SLEEP_FOR": "ee-1.dev.v0=0,ee-2.dev.v0=0", "FAKE_OAIEVAL_SLEEP": "6"},
+        progress_file=str(path),
+    )
+    assert result["code"] == 0, result["stderr"][-3000:]
+    done_before = result["recorded_at_kill"]
+    assert len(done_before) >= 2
+    resumed = [e["argv"][1] for e in fake.events() if e["event"] == "start"]
+    resumed = resumed[result["first_starts"] :]
+    assert sorted(resumed) == sorted(set(EIGHT) - set(done_before)), "exactly the rest"
+    assert sorted(recorded_keys(path)) == EIGHT, "each recorded once"
     assert no_eval_left(fake)
 
 
