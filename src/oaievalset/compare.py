@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from oaievalset.errors import UsageError
+from oaievalset.errors import OaiEvalSetError, UsageError
 from oaievalset.records import Record, Usage, read_record
 
 SUFFIX = ".progress.txt"
@@ -123,7 +123,7 @@ def compare(
         progress = ProgressFile(progress_path(model, eval_set, str(progress_dir)))
         try:
             recorded = recorded_set(progress.read())
-        except Exception as exc:  # a corrupt progress file: say so, show the rest
+        except OaiEvalSetError as exc:  # a corrupt progress file: say so, show the rest
             notes.append(f"{model}: {exc}")
             recorded = set()
         states = _latest_by_eval(progress.state.journal.read())
@@ -216,7 +216,6 @@ def headline(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
 
 def load_prices(path: str) -> dict[str, tuple[float, float]]:
     """`model: {input: 2.5, output: 10}`: dollars per million input and output tokens."""
-    from oaievalset.errors import OaiEvalSetError
     from oaievalset.yamlio import load_yaml
 
     try:

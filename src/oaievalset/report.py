@@ -219,19 +219,6 @@ def dumps(data: Any) -> str:
 PROG = "oaievalset"
 
 
-def run_id() -> str:
-    """This run's name among the set's reports: its start time (UTC) and process id."""
-    import time
-
-    global _RUN_ID
-    if _RUN_ID is None:
-        _RUN_ID = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
-    return _RUN_ID
-
-
-_RUN_ID: str | None = None
-
-
 def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list[Result]:
     """Results for the commands recorded before this run, from the state journal."""
     states = progress.state.journal.read() if commands else {}
@@ -366,12 +353,12 @@ def _write(progress: ProgressFile, data: dict[str, Any]) -> Path | None:
     all, so that two runs at once each keep their own."""
     from oaievalset.files import atomic_write
 
-    data = {"run_id": run_id(), "pid": os.getpid(), **data}
+    data = {"run_id": progress.run_id, "pid": os.getpid(), **data}
     text = dumps(data) + "\n"
     latest = progress.state.latest_report
     try:
         progress.state.reports.mkdir(parents=True, exist_ok=True)
-        atomic_write(progress.state.reports / f"{run_id()}.json", text)
+        atomic_write(progress.state.reports / f"{progress.run_id}.json", text)
         atomic_write(latest, text)
     except OSError as exc:
         print(f"{PROG}: warning: could not write {latest} ({exc.strerror})", file=sys.stderr)
