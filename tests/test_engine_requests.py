@@ -327,9 +327,9 @@ def test_ctrl_c_stops_a_standalone_oaieval_at_once_and_writes_no_record(
         env=dict(os.environ),
     )
     deadline = time.monotonic() + 30
-    while len(server.requests) < 2 and time.monotonic() < deadline:
+    while not server.requests and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(server.requests) == 2  # both requests are in flight, for 14 s
+    assert server.requests  # a request is in flight, for 14 s
     began = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)

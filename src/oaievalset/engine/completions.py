@@ -16,7 +16,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol, Union
 
 from oaievalset.engine.errors import EngineError, ModelError, SampleError
@@ -167,6 +168,8 @@ class OpenAIChatCompletionFn:
         self._try_timeout = seconds_from_env("OAIEVAL_REQUEST_TIMEOUT", TRY_TIMEOUT) or None
         self._throttle = Throttle()
         self._reached = False  # a server that answered once and then refuses is restarting
+        self._first = threading.Lock()
+        self._answered = False
 
     def __call__(self, prompt: Prompt, **kwargs: Any) -> Completion:
         messages = to_messages(prompt)
@@ -195,7 +198,7 @@ class OpenAIChatCompletionFn:
             tries += 1
             left = self._budget - (time.monotonic() - began)
             try:
-                with self._throttle:
+                with self._throttle, self._first_answer():
                     response = self._client.chat.completions.create(
                         model=self.name,
                         messages=messages,  # type: ignore[arg-type]  # plain dicts
@@ -234,6 +237,18 @@ class OpenAIChatCompletionFn:
             logger.info(f"Retrying in {delay:.1f} s after try {tries} ({failure})")
             if STOPPING.wait(delay):
                 raise ModelError(f"stopped while retrying a request ({failure})")
+
+    @contextmanager
+    def _first_answer(self) -> Iterator[None]:
+        """Until one answer has been read, one request at a time: the openai package builds
+        its response types on first use, and with some versions of it and pydantic (seen
+        on Python 3.9) threads building them at once fail."""
+        if self._answered:
+            yield
+            return
+        with self._first:
+            yield
+            self._answered = True
 
     def _timeout(self, left: float) -> float | None:
         """One try waits at most OAIEVAL_REQUEST_TIMEOUT, and not past the retry budget."""
