@@ -89,6 +89,10 @@ SAMPLING_DEPENDENT = {"boostrap_std"}
 
 @pytest.fixture(scope="module")
 def original(test_cache: Path) -> Path:
+    if sys.version_info < (3, 10):
+        # With today's openai and pydantic the original's oaieval hangs or fails there
+        # (threads building the package's response types); it is compared on 3.10 and up.
+        pytest.skip("the original is compared with on Python 3.10 and newer")
     try:
         return original_venv(test_cache)
     except RuntimeError as exc:  # pragma: no cover - only without access to PyPI
