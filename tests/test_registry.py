@@ -102,3 +102,34 @@ def test_no_cache_when_asked(cached: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("OAIEVALSET_NO_CACHE", "1")
     assert Registry([cached]).require_eval("ev-1").cls == "m:A"
     assert not (cached.parent / "cache" / "oaievalset").exists()
+
+
+def test_a_cache_write_that_fails_leaves_no_temporary_file(cached: Path) -> None:
+    """The write fails for real (a file-size limit in a child process, as a full disk
+    would): the registry still loads, and nothing is left in the cache folder."""
+    import subprocess
+    import sys
+    import textwrap
+
+    for i in range(200):  # enough entries that the cache file exceeds the limit below
+        (cached / "evals" / f"f{i}.yaml").write_text(f"ev-{i}-x:\n  class: m:{'A' * 200}\n")
+    child = textwrap.dedent(
+        f"""
+        import resource, signal
+        from oaievalset import yamlio
+        from oaievalset.registry import Registry
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        yamlio._RACY = -1.0
+        print(Registry([{str(cached)!r}]).require_eval("ev-1").cls)
+        """
+    )
+    cache = cached.parent / "cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", child], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "m:A"
+    assert (cache / "oaievalset").is_dir()
+    assert list((cache / "oaievalset").iterdir()) == []

@@ -22,7 +22,9 @@ def atomic_write(path: Path, text: str) -> None:
         try:
             # No fsync: os.replace already makes the file whole-or-nothing whatever happens
             # to the process, and an fsync per completed eval would dominate small runs.
-            os.write(fd, text.encode("utf-8"))
+            data = memoryview(text.encode("utf-8"))
+            while data:  # write() may take less than all of a large page
+                data = data[os.write(fd, data) :]
         finally:
             os.close(fd)
         os.replace(tmp, path)

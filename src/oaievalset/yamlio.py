@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import os
@@ -108,6 +109,7 @@ class FolderCache:
             return
         import tempfile  # only when the cache changed: it is slow to import
 
+        tmp = None
         try:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".yaml-", dir=self._file.parent)
@@ -115,5 +117,8 @@ class FolderCache:
                 f.write(marshal.dumps(self._entries))
             os.replace(tmp, self._file)
         except OSError:
-            pass
+            # A full disk or a folder made read-only mid-write: no temporary file is left.
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         self._dirty = False
