@@ -222,7 +222,7 @@ def test_the_summary_table_and_json_report(
 
 
 def test_the_report_reads_the_original_oaievals_log_format(tmp_path: Path) -> None:
-    from oaievalset.report import read_final_report
+    from oaievalset.present.report import read_final_report
 
     log = tmp_path / "x.log"
     log.write_text(
@@ -242,7 +242,7 @@ def test_the_report_reads_the_original_oaievals_log_format(tmp_path: Path) -> No
 def test_the_report_is_found_at_the_end_of_a_log_larger_than_the_tail_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oaievalset import report
+    from oaievalset.present import report
 
     monkeypatch.setattr(report, "REPORT_TAIL", 4096)
     log = tmp_path / "x.log"
@@ -299,7 +299,7 @@ def test_a_tty_gets_a_live_line_and_a_pipe_does_not(fake: Fake) -> None:
 
 def _long_journal(isolated: Path, eval_set: str) -> Path:
     """A journal of many runs: 3,000 lines about three commands, one of them not in the set."""
-    from oaievalset.progress import command_id
+    from oaievalset.state.progress import command_id
 
     state_dir = isolated / f"dummy.{eval_set}.progress.d"
     state_dir.mkdir(parents=True)

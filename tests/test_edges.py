@@ -21,7 +21,7 @@ import pytest
 from conftest import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
 from test_processes import recorded_keys, start, started_pids, wait_for
 
-from oaievalset.view import status_line
+from oaievalset.present.view import status_line
 
 R1 = ["--registry_path", str(REG1)]
 R3 = ["--registry_path", str(DATA / "reg3")]

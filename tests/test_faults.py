@@ -235,7 +235,7 @@ def test_a_held_lock_times_out_with_a_clear_error(
 def test_a_record_waits_for_a_filelock_holder_and_then_lands(tmp_path: Path) -> None:
     """The lock is taken with a bare flock when free; a holder that took it through filelock
     (another tool, or our own slow path) still excludes the record until it lets go."""
-    from oaievalset.progress import ProgressFile
+    from oaievalset.state.progress import ProgressFile
 
     progress = ProgressFile(tmp_path / "dummy.set.progress.txt")
     progress.prepare()

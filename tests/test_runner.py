@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from oaievalset import runner
-from oaievalset.executor import Ended, JobSpec
-from oaievalset.progress import ProgressFile
+from oaievalset.executors.base import Ended, JobSpec
 from oaievalset.runner import RunOptions, execute
+from oaievalset.state.progress import ProgressFile
 
 
 class FakeJob:

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from oaievalset.console import GuardedStdout, VersionAction
 from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
+from oaievalset.present.console import GuardedStdout, VersionAction
 
 if TYPE_CHECKING:
-    from oaievalset.executor import Executor
+    from oaievalset.executors.base import Executor
     from oaievalset.registry import Registry
 
 # The registry, progress and runner modules are imported where they are used, so that
@@ -274,9 +274,10 @@ def _compare_main(argv: Sequence[str]) -> int:
     """`oaievalset --compare SET [--models A,B] [--json | --format F] [--prices FILE]`."""
     from pathlib import Path
 
-    from oaievalset import compare, htmlpage
+    from oaievalset import compare
     from oaievalset.files import atomic_write
-    from oaievalset.progress import progress_dir
+    from oaievalset.present import page as htmlpage
+    from oaievalset.state.progress import progress_dir
 
     parser = argparse.ArgumentParser(
         prog=f"{PROG} --compare",

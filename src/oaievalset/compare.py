@@ -108,7 +108,7 @@ def compare(
     prices: dict[str, tuple[float, float]] | None = None,
 ) -> Comparison:
     """The set's grid for the given models (or every model that has run it)."""
-    from oaievalset.progress import ProgressFile, progress_path, recorded_set
+    from oaievalset.state.progress import ProgressFile, progress_path, recorded_set
 
     chosen = list(models) if models else find_models(progress_dir, eval_set)
     notes: list[str] = []
@@ -166,7 +166,7 @@ def _cell(
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
 ) -> Cell:
-    from oaievalset.report import cost_of, read_outcome
+    from oaievalset.present.report import cost_of, read_outcome
 
     log = Path(state["log"]) if state.get("log") else None
     outcome = read_outcome(log)

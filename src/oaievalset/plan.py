@@ -6,10 +6,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from oaievalset.claims import command_id
 from oaievalset.commands import Command
-from oaievalset.progress import ProgressFile, format_entry, recorded_set
 from oaievalset.registry import Registry
+from oaievalset.state.claims import command_id
+from oaievalset.state.progress import ProgressFile, format_entry, recorded_set
 
 
 def plan_entries(

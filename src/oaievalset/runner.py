@@ -16,12 +16,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import IO, Any, NamedTuple
 
-from oaievalset.claims import command_id
 from oaievalset.commands import Command
-from oaievalset.executor import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
-from oaievalset.progress import ProgressFile
+from oaievalset.executors.base import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
+from oaievalset.present.report import read_outcome
+from oaievalset.present.view import View
 from oaievalset.records import Usage
-from oaievalset.report import read_outcome
 from oaievalset.results import (
     DONE,
     DONE_ELSEWHERE,
@@ -32,7 +31,8 @@ from oaievalset.results import (
     TIMEOUT,
     Result,
 )
-from oaievalset.view import View
+from oaievalset.state.claims import command_id
+from oaievalset.state.progress import ProgressFile
 
 # Result is the runner's product: tests and the Python API take it from here.
 __all__ = ["Interrupted", "Result", "RunOptions", "execute"]

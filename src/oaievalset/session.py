@@ -9,15 +9,15 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from oaievalset.console import highlight, use_color
 from oaievalset.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LaunchError
+from oaievalset.present.console import highlight, use_color
 from oaievalset.results import FAILURES, Result
 
 if TYPE_CHECKING:
     from oaievalset.commands import Command
-    from oaievalset.executor import Executor
-    from oaievalset.progress import ProgressFile
+    from oaievalset.executors.base import Executor
     from oaievalset.registry import Registry
+    from oaievalset.state.progress import ProgressFile
 
 PROG = "oaievalset"
 
@@ -52,7 +52,7 @@ def run_set(
 ) -> int:
     """Run every eval of the set against the model; returns the exit code. Errors the user
     can fix raise an OaiEvalSetError before anything runs."""
-    from oaievalset.progress import ProgressFile, progress_path
+    from oaievalset.state.progress import ProgressFile, progress_path
 
     color = use_color(sys.stdout) if color is None else color
     prices = None
@@ -75,7 +75,7 @@ def run_set(
         print(highlight("All done!", color))
     sys.stdout.flush()
     if commands:
-        from oaievalset import report
+        from oaievalset.present import report
 
         earlier = report.earlier_results([c for c in commands if tuple(c) in done], progress)
         report.conclude(
@@ -130,7 +130,7 @@ def _announce(
     settings: Settings, commands: list[Command], progress: ProgressFile
 ) -> set[tuple[str, ...]]:
     """The original's opening lines; returns the commands recorded as done."""
-    from oaievalset.progress import format_entry, recorded_set
+    from oaievalset.state.progress import format_entry, recorded_set
 
     completed = progress.read() if settings.resume else []
     if completed:
@@ -159,8 +159,9 @@ def _run_todo(
     """Run what is left; returns the results and whether the run was interrupted."""
     if not todo:
         return [], False
-    from oaievalset import report, runner
-    from oaievalset.executor import check_executable
+    from oaievalset import runner
+    from oaievalset.executors.base import check_executable
+    from oaievalset.present import report
 
     first = len(commands) - len(todo)
     if executor is None and settings.executor == "local":
@@ -211,16 +212,16 @@ def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:
     """The executor the settings ask for; a cluster that cannot be reached fails here,
     before anything runs."""
     if settings.executor == "ray":
-        from oaievalset.rayexec import RayExecutor
+        from oaievalset.executors.ray import RayExecutor
 
         return RayExecutor(progress.state_dir, settings.ray_address)
     if settings.executor == "slurm":
-        from oaievalset.slurm import SlurmExecutor, SlurmOptions
+        from oaievalset.executors.slurm import SlurmExecutor, SlurmOptions
 
         slurm = SlurmExecutor(progress.state_dir / "slurm", SlurmOptions(*settings.slurm))
         slurm.check_shared(progress.state_dir)
         return slurm
-    from oaievalset.executor import SubprocessExecutor
+    from oaievalset.executors.base import SubprocessExecutor
 
     return SubprocessExecutor()
 

@@ -25,7 +25,7 @@ logger = logging.getLogger("oaieval")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from oaievalset.console import VersionAction
+    from oaievalset.present.console import VersionAction
 
     parser = argparse.ArgumentParser(prog=PROG, description="Run one eval against a model.")
     parser.add_argument(
@@ -98,7 +98,7 @@ def record_dir() -> str:
 
 def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
     """`k1=v1,k2=v2` as a dict, numbers as numbers (as the original)."""
-    from oaievalset.report import parse_number
+    from oaievalset.present.report import parse_number
 
     pairs: dict[str, str | int | float] = {}
     for item in filter(None, text.split(",")):

@@ -11,9 +11,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from oaievalset.claims import command_id
 from oaievalset.errors import ProgressError
 from oaievalset.files import atomic_write
+from oaievalset.state.claims import command_id
 
 COMPACT_AT = 256 * 1024  # bytes of journal before a run that is alone compacts it
 

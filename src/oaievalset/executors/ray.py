@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from oaievalset.claims import command_id
 from oaievalset.errors import LaunchError
-from oaievalset.executor import Ended, JobSpec
+from oaievalset.executors.base import Ended, JobSpec
+from oaievalset.state.claims import command_id
 
 # The environment a task takes from the driver: the model's server and key, and the
 # engine's settings. The rest (PATH first) is the worker's own.
@@ -33,7 +33,7 @@ def run_eval(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any
 
     import ray
 
-    from oaievalset.executor import find_executable
+    from oaievalset.executors.base import find_executable
 
     libc = ctypes.CDLL(None, use_errno=True)
 

@@ -17,10 +17,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from oaievalset.claims import Claims, command_id
 from oaievalset.errors import ProgressError
-from oaievalset.journal import Journal
-from oaievalset.locks import Presence, ProgressLock
+from oaievalset.state.claims import Claims, command_id
+from oaievalset.state.journal import Journal
+from oaievalset.state.locks import Presence, ProgressLock
 
 _UNSAFE = re.compile(r"[^\w.-]")  # replaced by _ in log file names
 

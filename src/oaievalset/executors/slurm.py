@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from oaievalset.claims import command_id
 from oaievalset.errors import LaunchError, UsageError
-from oaievalset.executor import Ended, JobSpec, find_executable
+from oaievalset.executors.base import Ended, JobSpec, find_executable
+from oaievalset.state.claims import command_id
 
 POLL = 0.25  # seconds between looks at the exit files
 QUEUE_POLL = 2.0  # seconds between asking squeue which jobs are still there

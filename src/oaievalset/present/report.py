@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from oaievalset.claims import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, Result
+from oaievalset.state.claims import command_id
 
 if TYPE_CHECKING:
     from oaievalset.commands import Command
-    from oaievalset.progress import ProgressFile
+    from oaievalset.state.progress import ProgressFile
 
 # `[2026-01-01 12:00:00,000] [oaieval.py:253] accuracy: 0.5`, as both engines log it.
 _METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-/]*): (.+)$")
@@ -262,7 +262,7 @@ def conclude(
 ) -> None:
     """The end of a run: the table on stderr (stdout keeps the original's lines), the JSON
     report and the report page, and what a resume will do."""
-    from oaievalset.console import alert
+    from oaievalset.present.console import alert
 
     err = sys.stderr
     by_command = {tuple(r.command): r for r in results}
@@ -294,9 +294,10 @@ def write_page(
 ) -> Path | None:
     """report.html beside report.json: this model's results on the set, samples included.
     The page only informs: if it cannot be made, say so and go on."""
-    from oaievalset import compare, htmlpage
+    from oaievalset import compare
     from oaievalset.files import atomic_write
-    from oaievalset.progress import progress_dir
+    from oaievalset.present import page as htmlpage
+    from oaievalset.state.progress import progress_dir
 
     path = progress.state_dir / "report.html"
     try:
@@ -310,7 +311,7 @@ def write_page(
 
 def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str:
     """What an interrupt left, and what a resume (or running again) will do, truthfully."""
-    from oaievalset.progress import recorded_set
+    from oaievalset.state.progress import recorded_set
 
     try:
         recorded = recorded_set(progress.read())
@@ -338,7 +339,7 @@ def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str
 
 
 def _failure_reason(r: Result) -> str:
-    from oaievalset.executor import describe_exit
+    from oaievalset.executors.base import describe_exit
 
     if r.log is None:
         return f"{r.status}; another oaievalset process had it"

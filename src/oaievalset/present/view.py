@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from oaievalset.console import alert, highlight
+from oaievalset.present.console import alert, highlight
 from oaievalset.results import COMPLETED, FAILURES
 
 LOG_TAIL_LINES = 8  # lines of a failed eval's log shown when its stderr was not live

@@ -1,0 +1,1 @@
+"""Where evals run: the executor protocol (base) and its backends."""

@@ -1,0 +1,1 @@
+"""The files of a set: the progress file, and the state folder beside it."""
