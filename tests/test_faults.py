@@ -221,7 +221,7 @@ def test_a_held_lock_times_out_with_a_clear_error(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr("oaievalset.progress.LOCK_TIMEOUT", 0.5)
+        monkeypatch.setattr("oaievalset.state.progress.LOCK_TIMEOUT", 0.5)
         assert main(["dummy", "zz-chain", *R1]) == 2
     finally:
         holder.kill()

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from oaievalset import runner
-from oaievalset.executors.base import Ended, JobSpec
+from oaievalset.executors.base import Defaults, Ended, JobSpec
 from oaievalset.runner import RunOptions, execute
 from oaievalset.state.progress import ProgressFile
 
 
 class FakeJob:
+    where: str | None = None
+
     def __init__(self, executor: FakeExecutor, command: list[str]) -> None:
         self.executor = executor
         self.command = command
@@ -30,7 +32,7 @@ class FakeJob:
         self.signals.append("KILL")
 
 
-class FakeExecutor:
+class FakeExecutor(Defaults):
     """Records what it starts; each command ends at once with the next of its exit codes,
     except those listed as hanging, which end only when terminated."""
 

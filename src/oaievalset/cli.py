@@ -82,6 +82,9 @@ def get_parser() -> argparse.ArgumentParser:
         help="Stop at the first eval that fails.",
     )
     _add_our_flags(parser.add_argument_group("beyond the original"))
+    from oaievalset import executors
+
+    executors.add_arguments(parser, parser.add_argument_group("where the evals run"))
     return parser
 
 
@@ -130,40 +133,6 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
         help="A YAML file of dollars per million input and output tokens per model "
         "(model: {input: N, output: N}): adds the cost to the table and report.",
     )
-    _add_cluster_flags(ours)
-
-
-def _add_cluster_flags(ours: argparse._ArgumentGroup) -> None:
-    """Where the evals run: here, or on a Slurm or Ray cluster."""
-    ours.add_argument(
-        "--executor",
-        choices=("local", "slurm", "ray"),
-        default="local",
-        help="Where the evals run: local processes (the default), one Slurm job each, or "
-        "one Ray task each.",
-    )
-    ours.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="With ray: the cluster (default: RAY_ADDRESS, else the one on this machine); "
-        "'local' starts one here.",
-    )
-    ours.add_argument("--slurm-partition", metavar="NAME", help="With slurm: sbatch --partition.")
-    ours.add_argument(
-        "--slurm-time", metavar="LIMIT", help="With slurm: sbatch --time (minutes, or D-HH:MM:SS)."
-    )
-    ours.add_argument(
-        "--slurm-arg",
-        metavar="ARG",
-        action="append",
-        default=[],
-        help="With slurm: one more sbatch argument (repeatable), e.g. --slurm-arg=--mem=4G.",
-    )
-    ours.add_argument(
-        "--slurm-shared",
-        action="store_true",
-        help="With slurm: the state folder is shared by the nodes, even under /tmp.",
-    )
 
 
 class OaiEvalSetArguments(argparse.Namespace):
@@ -200,8 +169,11 @@ def run(
 
     Errors the user can fix raise an OaiEvalSetError before anything runs.
     """
+    from oaievalset import executors
     from oaievalset.session import Settings, run_set
 
+    executor_name = _opt(args, "executor", executors.DEFAULT)
+    backend = executors.backend(executor_name)
     settings = Settings(
         model=args.model,
         eval_set=args.eval_set,
@@ -216,14 +188,8 @@ def run(
         json=_opt(args, "json", False),
         run_command=run_command,
         prices=_opt(args, "prices", None),
-        executor=_opt(args, "executor", "local"),
-        ray_address=_opt(args, "ray_address", None),
-        slurm=(
-            _opt(args, "slurm_partition", None),
-            _opt(args, "slurm_time", None),
-            tuple(_opt(args, "slurm_arg", [])),
-            _opt(args, "slurm_shared", False),
-        ),
+        executor=executor_name,
+        executor_options=backend.options(vars(args)),
     )
     return run_set(settings, registry, color=color, executor=executor)
 

@@ -213,8 +213,7 @@ class _Run:
         # At -j 1 the child's stderr is shown live, as the original shows it.
         spec = JobSpec(slot.command, log, self.options.jobs == 1)
         # A job that a driver which died left running (on a cluster) is taken over.
-        adopt = getattr(self.executor, "adopt", None)
-        adopted = adopt(spec) if adopt is not None and result.attempts == 1 else None
+        adopted = self.executor.adopt(spec) if result.attempts == 1 else None
         if result.attempts == 1 and adopted is None:  # a new run starts a new log
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(log, 0)
@@ -224,7 +223,7 @@ class _Run:
         slot.phase = RUNNING  # before the line is drawn, so that the live line counts it
         self.view.say(f"Running command: {slot.name} ({slot.index}/{self.total})")
         slot.job = adopted or self.executor.start(spec)
-        result.where = getattr(slot.job, "where", None)
+        result.where = slot.job.where
         slot.deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         slot.kill_at = None
         self.running[id(slot.job)] = slot

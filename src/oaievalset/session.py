@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LaunchError
 from oaievalset.present.console import highlight, use_color
@@ -38,9 +38,8 @@ class Settings(NamedTuple):
     json: bool = False
     run_command: str = "oaieval"
     prices: str | None = None  # a YAML file of prices per million tokens, per model
-    executor: str = "local"  # or "slurm", "ray"
-    ray_address: str | None = None
-    slurm: tuple[str | None, str | None, tuple[str, ...], bool] = (None, None, (), False)
+    executor: str = "local"  # a name of executors.BACKENDS
+    executor_options: Any = None  # that backend's Options; None: its defaults
 
 
 def run_set(
@@ -177,8 +176,8 @@ def _run_todo(
     # From here on, report.json describes this run, even if the process dies mid-way.
     report.begin(settings.model, settings.eval_set, progress, commands)
     jobs = settings.jobs or 1
-    if settings.jobs is None and own is not None and hasattr(own, "cpus"):
-        jobs = max(1, min(own.cpus, len(todo)))  # a cluster: as many at once as it has CPUs
+    if settings.jobs is None and own is not None:
+        jobs = own.default_jobs(len(todo))  # a cluster: as many at once as it has CPUs
     options = runner.RunOptions(
         jobs=jobs,
         timeout=settings.timeout,
@@ -211,19 +210,11 @@ def _run_todo(
 def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:
     """The executor the settings ask for; a cluster that cannot be reached fails here,
     before anything runs."""
-    if settings.executor == "ray":
-        from oaievalset.executors.ray import RayExecutor
+    from oaievalset import executors
 
-        return RayExecutor(progress.state_dir, settings.ray_address)
-    if settings.executor == "slurm":
-        from oaievalset.executors.slurm import SlurmExecutor, SlurmOptions
-
-        slurm = SlurmExecutor(progress.state_dir / "slurm", SlurmOptions(*settings.slurm))
-        slurm.check_shared(progress.state_dir)
-        return slurm
-    from oaievalset.executors.base import SubprocessExecutor
-
-    return SubprocessExecutor()
+    backend = executors.backend(settings.executor)
+    options = settings.executor_options
+    return backend.create(options if options is not None else backend.Options(), progress.state_dir)  # type: ignore[no-any-return]
 
 
 def _show_plan(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:

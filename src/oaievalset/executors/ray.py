@@ -8,20 +8,49 @@ the only writer of the progress file, the journal and the report.
 
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import LaunchError
-from oaievalset.executors.base import Ended, JobSpec
-from oaievalset.state.claims import command_id
+from oaievalset.executors.base import Defaults, Ended, JobSpec
+
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
+# Every run parses the flags of every backend: what only a Ray run needs is imported where
+# it is used, so that `oaievalset --help` stays fast.
 
 # The environment a task takes from the driver: the model's server and key, and the
 # engine's settings. The rest (PATH first) is the worker's own.
 PASSED_ON = ("OPENAI_", "EVALS_", "OAIEVAL_", "AZURE_OPENAI_")
 RECORD_LIMIT = 512 * 1024 * 1024  # bytes of a record brought back
 _LOGGED_TO = ". Logged to "
+
+NAME = "ray"
+DESCRIPTION = "one Ray task per eval"
+
+
+class Options(NamedTuple):
+    address: str | None = None  # None: RAY_ADDRESS, else the cluster on this machine
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="The cluster (default: RAY_ADDRESS, else the one on this machine); "
+        "'local' starts one here.",
+    )
+
+
+def options(values: Mapping[str, Any]) -> Options:
+    return Options(address=values.get("ray_address"))
+
+
+def create(options: Options, state_dir: Path) -> RayExecutor:
+    return RayExecutor(state_dir, options.address)
 
 
 def run_eval(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any]:
@@ -109,11 +138,13 @@ class RayJob:
         self.executor.ray.cancel(self.ref, force=True)
 
 
-class RayExecutor:
+class RayExecutor(Defaults):
     """Evals as Ray tasks on the cluster at `address` (else RAY_ADDRESS, else the one
     `ray start` left on this machine); `local` starts a cluster of this machine alone."""
 
     def __init__(self, state_dir: Path, address: str | None = None) -> None:
+        import logging
+
         try:
             import ray
         except ImportError:
@@ -142,6 +173,9 @@ class RayExecutor:
         self._jobs: dict[Any, RayJob] = {}  # by object ref
         self._nodes: dict[str, str] = {}
 
+    def default_jobs(self, evals: int) -> int:
+        return max(1, min(self.cpus, evals))  # as many at once as the cluster has CPUs
+
     def start(self, spec: JobSpec) -> RayJob:
         env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
         ref = self._task.options(scheduling_strategy="SPREAD").remote(
@@ -160,6 +194,8 @@ class RayExecutor:
         return [self._ended(self._jobs.pop(ref)) for ref in ready]
 
     def _ended(self, job: RayJob) -> Ended:
+        from oaievalset.state.claims import command_id
+
         ray = self.ray
         try:
             result = ray.get(job.ref)

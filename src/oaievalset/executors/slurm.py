@@ -11,28 +11,71 @@ stays the only writer of the progress file, the journal and the report.
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import subprocess
 import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import LaunchError, UsageError
-from oaievalset.executors.base import Ended, JobSpec, find_executable
-from oaievalset.state.claims import command_id
+from oaievalset.executors.base import Defaults, Ended, JobSpec, find_executable
+
+if TYPE_CHECKING:
+    import argparse
+    import subprocess
+    from pathlib import Path
+
+# Every run parses the flags of every backend: what only a Slurm run needs is imported
+# where it is used, so that `oaievalset --help` stays fast.
 
 POLL = 0.25  # seconds between looks at the exit files
 QUEUE_POLL = 2.0  # seconds between asking squeue which jobs are still there
 COMMAND_TIMEOUT = 30.0  # seconds a Slurm command may take
 
 
-class SlurmOptions(NamedTuple):
+NAME = "slurm"
+DESCRIPTION = "one Slurm batch job per eval"
+
+
+class Options(NamedTuple):
     partition: str | None = None
     time_limit: str | None = None  # as sbatch --time takes it: minutes, or [D-]HH:MM:SS
     sbatch_args: tuple[str, ...] = ()
     shared: bool = False  # the user says the state folder is shared, even under /tmp
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--slurm-partition", metavar="NAME", help="sbatch --partition.")
+    group.add_argument(
+        "--slurm-time", metavar="LIMIT", help="sbatch --time (minutes, or D-HH:MM:SS)."
+    )
+    group.add_argument(
+        "--slurm-arg",
+        metavar="ARG",
+        action="append",
+        default=[],
+        help="One more sbatch argument (repeatable), e.g. --slurm-arg=--mem=4G.",
+    )
+    group.add_argument(
+        "--slurm-shared",
+        action="store_true",
+        help="The state folder is shared by the nodes, even under /tmp.",
+    )
+
+
+def options(values: Mapping[str, Any]) -> Options:
+    """The options from parsed arguments (a run() Namespace may lack them: defaults)."""
+    return Options(
+        partition=values.get("slurm_partition"),
+        time_limit=values.get("slurm_time"),
+        sbatch_args=tuple(values.get("slurm_arg") or ()),
+        shared=bool(values.get("slurm_shared")),
+    )
+
+
+def create(options: Options, state_dir: Path) -> SlurmExecutor:
+    """The executor, once the cluster answers and the state folder can be shared."""
+    executor = SlurmExecutor(state_dir / "slurm", options)
+    executor.check_shared(state_dir)
+    return executor
 
 
 class SlurmJob:
@@ -58,16 +101,18 @@ class SlurmJob:
         self.executor.scancel(self.job_id)
 
 
-class SlurmExecutor:
+class SlurmExecutor(Defaults):
     """Runs evals as Slurm jobs; `folder` (in the set's state folder) holds the job scripts,
     Slurm's own output of each job, and the exit files."""
 
-    def __init__(self, folder: Path, options: SlurmOptions) -> None:
+    def __init__(self, folder: Path, options: Options) -> None:
         self.folder = folder
         self.options = options
         self._jobs: dict[str, SlurmJob] = {}  # by job id, while not reported ended
         self._queue_checked = 0.0
         self._found: dict[str, str | None] = {}
+        import shutil
+
         for command in ("sbatch", "squeue", "scontrol", "scancel", "sinfo"):
             if shutil.which(command) is None:
                 raise LaunchError(
@@ -79,6 +124,8 @@ class SlurmExecutor:
     # -- the cluster -------------------------------------------------------------------
 
     def _slurm(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        import subprocess
+
         try:
             return subprocess.run(
                 list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT
@@ -112,6 +159,10 @@ class SlurmExecutor:
     # -- jobs --------------------------------------------------------------------------
 
     def start(self, spec: JobSpec) -> SlurmJob:
+        import shlex
+
+        from oaievalset.state.claims import command_id
+
         self.folder.mkdir(parents=True, exist_ok=True)
         key = f"{command_id(spec.command)}.{time.time_ns()}"
         script, exit_file = self.folder / f"{key}.sh", self.folder / f"{key}.exit"
@@ -220,6 +271,8 @@ class SlurmExecutor:
     def adopt(self, spec: JobSpec) -> SlurmJob | None:
         """A job of this command that a driver which died left behind: still queued or
         running, or ended with an exit file. The newest one, if any."""
+        from oaievalset.state.claims import command_id
+
         prefix = f"{command_id(spec.command)}."
         try:
             left = sorted(
