@@ -222,7 +222,7 @@ def test_the_summary_table_and_json_report(
 
 
 def test_the_report_reads_the_original_oaievals_log_format(tmp_path: Path) -> None:
-    from oaievalset.present.report import read_final_report
+    from oaievalset.outcome import read_final_report
 
     log = tmp_path / "x.log"
     log.write_text(
@@ -242,14 +242,14 @@ def test_the_report_reads_the_original_oaievals_log_format(tmp_path: Path) -> No
 def test_the_report_is_found_at_the_end_of_a_log_larger_than_the_tail_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oaievalset.present import report
+    from oaievalset import outcome
 
-    monkeypatch.setattr(report, "REPORT_TAIL", 4096)
+    monkeypatch.setattr(outcome, "REPORT_TAIL", 4096)
     log = tmp_path / "x.log"
     noise = "".join(f"[debug] sample {i}: accuracy: 0.0 Final report:\n" for i in range(2000))
     log.write_text(noise + "[x] Final report:\n[x] accuracy: 0.75\n[x] done\n")
     assert log.stat().st_size > 16 * 4096
-    assert report.read_final_report(log) == {"accuracy": 0.75}
+    assert outcome.read_final_report(log) == {"accuracy": 0.75}
 
 
 def test_resumed_runs_show_earlier_evals_in_the_summary(

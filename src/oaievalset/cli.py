@@ -12,7 +12,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
-from oaievalset.present.console import GuardedStdout, VersionAction
+from oaievalset.present.console import GuardedStdout
+from oaievalset.version import VersionAction
 
 if TYPE_CHECKING:
     from oaievalset.executors.base import Executor

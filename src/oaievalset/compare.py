@@ -166,7 +166,8 @@ def _cell(
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
 ) -> Cell:
-    from oaievalset.present.report import cost_of, read_outcome
+    from oaievalset.outcome import read_outcome
+    from oaievalset.present.report import cost_of
 
     log = Path(state["log"]) if state.get("log") else None
     outcome = read_outcome(log)

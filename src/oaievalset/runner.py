@@ -18,7 +18,7 @@ from typing import IO, Any, NamedTuple
 
 from oaievalset.commands import Command
 from oaievalset.executors.base import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
-from oaievalset.present.report import read_outcome
+from oaievalset.outcome import read_outcome
 from oaievalset.present.view import View
 from oaievalset.records import Usage
 from oaievalset.results import (

@@ -25,7 +25,7 @@ logger = logging.getLogger("oaieval")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from oaievalset.present.console import VersionAction
+    from oaievalset.version import VersionAction
 
     parser = argparse.ArgumentParser(prog=PROG, description="Run one eval against a model.")
     parser.add_argument(
@@ -98,7 +98,7 @@ def record_dir() -> str:
 
 def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
     """`k1=v1,k2=v2` as a dict, numbers as numbers (as the original)."""
-    from oaievalset.present.report import parse_number
+    from oaievalset.outcome import parse_number
 
     pairs: dict[str, str | int | float] = {}
     for item in filter(None, text.split(",")):
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     from oaievalset.engine.completions import make_completion_fn
     from oaievalset.engine.evals import eval_class, make_eval
     from oaievalset.engine.recorder import Recorder, add_token_usage, new_run_id
+    from oaievalset.outcome import final_report_lines
     from oaievalset.registry import Registry
 
     if args.http_run or args.http_run_url:
@@ -159,19 +160,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     result = evaluation.run(recorder, args.max_samples)
     add_token_usage(result, recorder)
     # Numbers are shown as Python shows them (NaN as nan) on every line; the record has null.
-    if args.dry_run:
-        logger.info(f"Final report: {result}. Dry run: no record written.")
-    else:
+    if not args.dry_run:
         try:
             recorder.write(record_path, run_spec, result)
         except OSError as exc:
             raise EngineError(
                 f"cannot write the record to {record_path} ({exc.strerror})"
             ) from None
-        logger.info(f"Final report: {result}. Logged to {record_path}")
-    logger.info("Final report:")
-    for key, value in result.items():
-        logger.info(f"{key}: {value}")
+    for line in final_report_lines(result, None if args.dry_run else str(record_path)):
+        logger.info(line)
     return run_id
 
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 # engine's settings. The rest (PATH first) is the worker's own.
 PASSED_ON = ("OPENAI_", "EVALS_", "OAIEVAL_", "AZURE_OPENAI_")
 RECORD_LIMIT = 512 * 1024 * 1024  # bytes of a record brought back
-_LOGGED_TO = ". Logged to "
 
 NAME = "ray"
 DESCRIPTION = "one Ray task per eval"
@@ -63,6 +62,7 @@ def run_eval(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any
     import ray
 
     from oaievalset.executors.base import find_executable
+    from oaievalset.outcome import record_path_in
 
     libc = ctypes.CDLL(None, use_errno=True)
 
@@ -91,13 +91,10 @@ def run_eval(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any
         raise
     record = None
     name = None
-    for line in reversed(output.decode("utf-8", "replace").splitlines()):
-        if "Final report: " in line and _LOGGED_TO in line:
-            path = line.rpartition(_LOGGED_TO)[2].strip()
-            if os.path.isfile(path) and os.path.getsize(path) <= RECORD_LIMIT:
-                with open(path, "rb") as f:
-                    record, name = f.read(), os.path.basename(path)
-            break
+    path = record_path_in(output.decode("utf-8", "replace").splitlines())
+    if path is not None and os.path.isfile(path) and os.path.getsize(path) <= RECORD_LIMIT:
+        with open(path, "rb") as f:
+            record, name = f.read(), os.path.basename(path)
     context = ray.get_runtime_context()
     return {
         "code": proc.returncode,

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
+from oaievalset.outcome import read_outcome
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, Result
 from oaievalset.state.claims import command_id
@@ -21,73 +21,7 @@ if TYPE_CHECKING:
     from oaievalset.commands import Command
     from oaievalset.state.progress import ProgressFile
 
-# `[2026-01-01 12:00:00,000] [oaieval.py:253] accuracy: 0.5`, as both engines log it.
-_METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-/]*): (.+)$")
 _HEADLINE_SKIP = ("boostrap_std", "bootstrap_std")
-_LOGGED_TO = ". Logged to "
-REPORT_TAIL = 1 << 20  # bytes read from the end of a log to find its final report
-
-
-def parse_number(text: str) -> str | int | float:
-    """`3` as 3, `0.5` as 0.5 (and `nan` as nan), anything else as the text itself."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-class Outcome(NamedTuple):
-    """What an eval's log says it produced: its final metrics and the record it wrote."""
-
-    metrics: dict[str, Any]
-    record: str | None
-
-
-def read_final_report(log: Path | None) -> dict[str, Any]:
-    """The metrics after the last "Final report:" line of an eval's log, or {}."""
-    return read_outcome(log).metrics
-
-
-def read_outcome(log: Path | None) -> Outcome:
-    """The metrics after the last "Final report:" line of an eval's log, and the record
-    path of its `Final report: {...}. Logged to PATH` line (both engines write both)."""
-    if log is None:
-        return Outcome({}, None)
-    try:
-        with open(log, "rb") as f:
-            # The report is at the end: a debug log may be huge, so read only its tail.
-            size = os.fstat(f.fileno()).st_size
-            if size > REPORT_TAIL:
-                f.seek(size - REPORT_TAIL)
-            data = f.read(REPORT_TAIL)
-    except OSError:
-        return Outcome({}, None)
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > REPORT_TAIL:
-        lines = lines[1:]  # the first line read is cut
-    start = None
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].rstrip().endswith("Final report:"):
-            start = i + 1
-            break
-    if start is None:
-        return Outcome({}, None)
-    record = None
-    for line in reversed(lines[:start]):
-        if "Final report: " in line and _LOGGED_TO in line:
-            record = line.rpartition(_LOGGED_TO)[2].strip() or None
-            break
-    metrics: dict[str, Any] = {}
-    for line in lines[start:]:
-        match = _METRIC.match(line.strip())
-        if not match:
-            break
-        metrics[match.group(1)] = parse_number(match.group(2).strip())
-    return Outcome(metrics, record)
 
 
 def headline(metrics: dict[str, Any], most: int = 2) -> str:

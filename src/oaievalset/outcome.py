@@ -1,0 +1,94 @@
+"""What an eval's log says it produced, written by the engine and read by the driver: the
+engine's closing lines (`Final report: {...}. Logged to PATH`, then `Final report:` and one
+`name: value` line per metric), as both the original's oaieval and ours log them. The
+engine writes them with `final_report_lines`; the runner, the report, the comparison and
+the Ray backend read them here."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+# `[2026-01-01 12:00:00,000] [oaieval.py:253] accuracy: 0.5`, as both engines log it.
+_METRIC = re.compile(r"^(?:\[[^\]]*\]\s*)*([A-Za-z_][\w.\-/]*): (.+)$")
+_LOGGED_TO = ". Logged to "
+REPORT_TAIL = 1 << 20  # bytes read from the end of a log to find its final report
+
+
+def parse_number(text: str) -> str | int | float:
+    """`3` as 3, `0.5` as 0.5 (and `nan` as nan), anything else as the text itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class Outcome(NamedTuple):
+    """What an eval's log says it produced: its final metrics and the record it wrote."""
+
+    metrics: dict[str, Any]
+    record: str | None
+
+
+def read_final_report(log: Path | None) -> dict[str, Any]:
+    """The metrics after the last "Final report:" line of an eval's log, or {}."""
+    return read_outcome(log).metrics
+
+
+def read_outcome(log: Path | None) -> Outcome:
+    """The metrics after the last "Final report:" line of an eval's log, and the record
+    path of its `Final report: {...}. Logged to PATH` line (both engines write both)."""
+    if log is None:
+        return Outcome({}, None)
+    try:
+        with open(log, "rb") as f:
+            # The report is at the end: a debug log may be huge, so read only its tail.
+            size = os.fstat(f.fileno()).st_size
+            if size > REPORT_TAIL:
+                f.seek(size - REPORT_TAIL)
+            data = f.read(REPORT_TAIL)
+    except OSError:
+        return Outcome({}, None)
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > REPORT_TAIL:
+        lines = lines[1:]  # the first line read is cut
+    start = None
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].rstrip().endswith("Final report:"):
+            start = i + 1
+            break
+    if start is None:
+        return Outcome({}, None)
+    record = record_path_in(lines[:start])
+    metrics: dict[str, Any] = {}
+    for line in lines[start:]:
+        match = _METRIC.match(line.strip())
+        if not match:
+            break
+        metrics[match.group(1)] = parse_number(match.group(2).strip())
+    return Outcome(metrics, record)
+
+
+def final_report_lines(result: Mapping[str, Any], record: str | None) -> list[str]:
+    """The engine's closing lines for its final metrics, and the record it wrote (None: a
+    dry run, which writes none). Numbers as Python shows them: NaN as nan."""
+    where = "Dry run: no record written." if record is None else f"Logged to {record}"
+    return [f"Final report: {dict(result)}. {where}", "Final report:"] + [
+        f"{key}: {value}" for key, value in result.items()
+    ]
+
+
+def record_path_in(lines: Iterable[str]) -> str | None:
+    """The record path of the last `Final report: {...}. Logged to PATH` line, if any."""
+    found = None
+    for line in lines:
+        if "Final report: " in line and _LOGGED_TO in line:
+            found = line.rpartition(_LOGGED_TO)[2].strip() or None
+    return found
