@@ -3,20 +3,60 @@ runner that fills results in and the report that reads them."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from oaievalset.commands import Command
 from oaievalset.records import Usage
 
-DONE = "done"  # completed in this run
-DONE_EARLIER = "done earlier"  # recorded before this run started
-DONE_ELSEWHERE = "done elsewhere"  # completed by another oaievalset process during this run
-FAILED = "failed"
-TIMEOUT = "timed out"
-INTERRUPTED = "interrupted"
-NOT_RUN = "not run"  # never started (an earlier failure stopped the run)
-INCOMPLETE = "incomplete"  # another process had it and did not complete it
+
+class Status(str, Enum):
+    """How a command ended, or that it has not (yet) run. A str, so that it is written to
+    JSON and compared as the word it is."""
+
+    PENDING = "pending"  # in a report written while the run goes on
+    DONE = "done"  # completed in this run
+    DONE_EARLIER = "done earlier"  # recorded before this run started
+    DONE_ELSEWHERE = "done elsewhere"  # completed by another oaievalset process during this run
+    FAILED = "failed"
+    TIMEOUT = "timed out"
+    INTERRUPTED = "interrupted"
+    NOT_RUN = "not run"  # never started (an earlier failure stopped the run)
+    INCOMPLETE = "incomplete"  # another process had it and did not complete it
+
+    # As the word, whatever the Python (3.11 changed how a str mixin formats).
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+PENDING, DONE, DONE_EARLIER, DONE_ELSEWHERE = (
+    Status.PENDING,
+    Status.DONE,
+    Status.DONE_EARLIER,
+    Status.DONE_ELSEWHERE,
+)
+FAILED, TIMEOUT, INTERRUPTED, NOT_RUN, INCOMPLETE = (
+    Status.FAILED,
+    Status.TIMEOUT,
+    Status.INTERRUPTED,
+    Status.NOT_RUN,
+    Status.INCOMPLETE,
+)
+
+
+class Phase(Enum):
+    """Where a slot is in the run loop (its Result.status says how it ended)."""
+
+    PENDING = "pending"  # not started yet
+    RUNNING = "running"
+    WAITING = "waiting"  # failed, and waiting for its retry
+    HELD = "held"  # another oaievalset process runs it
+    ENDED = "ended"
+
 
 FAILURES = (FAILED, TIMEOUT, INCOMPLETE)
 COMPLETED = (DONE, DONE_EARLIER, DONE_ELSEWHERE)
@@ -28,7 +68,7 @@ class Result:
     def __init__(
         self,
         command: Command,
-        status: str,
+        status: Status,
         exit_code: int | None = None,
         attempts: int = 0,
         started: float | None = None,

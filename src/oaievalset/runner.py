@@ -29,7 +29,9 @@ from oaievalset.results import (
     INTERRUPTED,
     NOT_RUN,
     TIMEOUT,
+    Phase,
     Result,
+    Status,
 )
 from oaievalset.state.claims import command_id
 from oaievalset.state.progress import ProgressFile
@@ -40,12 +42,8 @@ __all__ = ["Interrupted", "Result", "RunOptions", "execute"]
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
 BACKOFF_MAX = 10.0
 
-# Phases of a slot in the run loop (its Result.status says how it ended).
-PENDING = "pending"  # not started yet
-RUNNING = "running"
-WAITING = "waiting"  # failed, and waiting for its retry
-HELD = "held"  # another oaievalset process runs it
-ENDED = "ended"
+
+PENDING, RUNNING, WAITING, HELD, ENDED = Phase
 
 
 class RunOptions(NamedTuple):
@@ -277,14 +275,14 @@ class _Run:
             saved += f" (done: {slot.name})"
         self.view.say(saved)
 
-    def fail(self, slot: _Slot, status: str) -> None:
+    def fail(self, slot: _Slot, status: Status) -> None:
         slot.result.metrics = {}
         self.claims.release(slot.command)
         self.finish(slot, status)
         if self.options.exit_on_error:
             self.stopping = True
 
-    def finish(self, slot: _Slot, status: str) -> None:
+    def finish(self, slot: _Slot, status: Status) -> None:
         """Any phase -> ended, with the state journal told."""
         result = slot.result
         slot.phase = ENDED

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.outcome import read_outcome
 from oaievalset.records import Usage
-from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, Result
+from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, PENDING, Result
 from oaievalset.state.claims import command_id
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list
 def begin(model: str, eval_set: str, progress: ProgressFile, commands: Sequence[Command]) -> None:
     """Write this run's report as it starts (every eval pending), so that report.json never
     describes another run, even if this one dies before it ends."""
-    results = [Result(list(c), "pending") for c in commands]
+    results = [Result(list(c), PENDING) for c in commands]
     _write(progress, json_report(model, eval_set, progress.path, results, None))
 
 
@@ -277,7 +277,7 @@ def _failure_reason(r: Result) -> str:
 
     if r.log is None:
         return f"{r.status}; another oaievalset process had it"
-    why = r.status
+    why: str = r.status
     if r.status == FAILED and r.exit_code is not None:
         why = f"{r.status}, {describe_exit(r.exit_code)}"
     return f"{why}; log: {r.log}"

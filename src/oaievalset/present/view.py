@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from oaievalset.present.console import alert, highlight
-from oaievalset.results import COMPLETED, FAILURES
+from oaievalset.results import COMPLETED, FAILURES, Phase
 
 LOG_TAIL_LINES = 8  # lines of a failed eval's log shown when its stderr was not live
 LOG_TAIL_BYTES = 64 * 1024
@@ -66,7 +66,7 @@ class View:
         slots = self.slots_of()
         done = sum(s.result.status in COMPLETED for s in slots)
         failed = sum(s.result.status in FAILURES for s in slots)
-        running = sum(s.phase == "running" for s in slots)
+        running = sum(s.phase == Phase.RUNNING for s in slots)
         pending = len(slots) - done - failed - running
         self.out.write(status_line(done, failed, running, pending, _width(self.out)))
         self.out.flush()
