@@ -299,7 +299,7 @@ def test_a_tty_gets_a_live_line_and_a_pipe_does_not(fake: Fake) -> None:
 
 def _long_journal(isolated: Path, eval_set: str) -> Path:
     """A journal of many runs: 3,000 lines about three commands, one of them not in the set."""
-    from oaievalset.state.progress import command_id
+    from oaievalset.commands import command_id
 
     state_dir = isolated / f"dummy.{eval_set}.progress.d"
     state_dir.mkdir(parents=True)

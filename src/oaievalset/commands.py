@@ -1,7 +1,10 @@
-"""Pure: model, evals, extra arguments and registry paths -> ordered, de-duplicated commands."""
+"""Pure: model, evals, extra arguments and registry paths -> ordered, de-duplicated commands,
+and the short stable id by which the state folder names each command."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 
 Command = list[str]
@@ -36,3 +39,13 @@ def build_commands(
 def eval_key(command: Sequence[str]) -> str:
     """The eval a command runs (its third element)."""
     return command[2] if len(command) > 2 else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _command_id(frozen: tuple[str, ...]) -> str:
+    return hashlib.sha1("\0".join(frozen).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def command_id(command: Sequence[str]) -> str:
+    """A short stable name for a command, for its claim, log and state entry."""
+    return _command_id(tuple(command))

@@ -10,10 +10,13 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import OaiEvalSetError, UsageError
 from oaievalset.records import Record, Usage, read_record
+
+if TYPE_CHECKING:
+    from oaievalset.state.journal import CommandState
 
 SUFFIX = ".progress.txt"
 HEADLINE_ORDER = ("accuracy", "score", "f1_score", "metascore")
@@ -126,7 +129,7 @@ def compare(
         except OaiEvalSetError as exc:  # a corrupt progress file: say so, show the rest
             notes.append(f"{model}: {exc}")
             recorded = set()
-        states = _latest_by_eval(progress.state.journal.read())
+        states = _latest_by_eval(progress.state.states())
         if not states:
             notes.append(f"{model}: no run of '{eval_set}' is recorded in {progress.state_dir}")
         for name, state in states.items():
@@ -144,9 +147,9 @@ def compare(
     return Comparison(eval_set, chosen, evals, cells, notes)
 
 
-def _latest_by_eval(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _latest_by_eval(states: dict[str, CommandState]) -> dict[str, CommandState]:
     """The newest state of each eval (a set run with other arguments has other commands)."""
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, CommandState] = {}
     for state in states.values():
         command = state.get("command")
         if not isinstance(command, list) or len(command) < 3:
@@ -162,7 +165,7 @@ def _latest_by_eval(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 def _cell(
     model: str,
     name: str,
-    state: dict[str, Any],
+    state: CommandState,
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
 ) -> Cell:

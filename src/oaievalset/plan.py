@@ -6,9 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from oaievalset.commands import Command
+from oaievalset.commands import Command, command_id
 from oaievalset.registry import Registry
-from oaievalset.state.claims import command_id
 from oaievalset.state.progress import ProgressFile, format_entry, recorded_set
 
 
@@ -23,8 +22,8 @@ def plan_entries(
     for line in recorded:
         if isinstance(line, list) and len(line) > 2 and isinstance(line[2], str):
             by_eval.setdefault(line[2], []).append(line)
-    states = progress.state.journal.read()
-    running = progress.state.claims.held_elsewhere(commands)
+    states = progress.state.states()
+    running = progress.state.held_elsewhere(commands)
     entries: list[dict[str, Any]] = []
     for command in commands:
         key = command_id(command)

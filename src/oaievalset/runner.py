@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import IO, Any, NamedTuple
 
-from oaievalset.commands import Command
+from oaievalset.commands import Command, command_id
 from oaievalset.executors.base import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
 from oaievalset.outcome import read_outcome
 from oaievalset.present.view import View
@@ -33,7 +33,7 @@ from oaievalset.results import (
     Result,
     Status,
 )
-from oaievalset.state.claims import command_id
+from oaievalset.state.journal import CommandState
 from oaievalset.state.progress import ProgressFile
 
 # Result is the runner's product: tests and the Python API take it from here.
@@ -134,8 +134,7 @@ class _Run:
     ) -> None:
         self.slots = slots
         self.progress = progress
-        self.claims = progress.state.claims
-        self.journal = progress.state.journal
+        self.state = progress.state
         self.options = options
         self.executor = executor
         self.view = view
@@ -143,7 +142,7 @@ class _Run:
         self.queue: deque[_Slot] = deque(slots)  # pending, and waiting for a retry
         self.running: dict[int, _Slot] = {}  # by id() of the job
         self.stopping = False  # an eval failed with --exit-on-error: start nothing new
-        self._earlier: dict[str, dict[str, Any]] | None = None  # the journal, read once
+        self._earlier: dict[str, CommandState] | None = None  # the journal, read once
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -190,7 +189,7 @@ class _Run:
 
     def claim(self, slot: _Slot) -> bool:
         """pending -> held (another process has it), ended (it recorded it), or claimed."""
-        if not self.claims.try_claim(slot.command):
+        if not self.state.try_claim(slot.command):
             self.view.warn(
                 f"oaievalset: {slot.name} is running in another oaievalset process; "
                 f"leaving it to that one"
@@ -198,7 +197,7 @@ class _Run:
             slot.phase = HELD
             return False
         if self.progress.is_recorded(slot.command):
-            self.claims.release(slot.command)
+            self.state.release(slot.command)
             self.finish(slot, DONE_ELSEWHERE)
             return False
         return True
@@ -225,7 +224,7 @@ class _Run:
         slot.deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         slot.kill_at = None
         self.running[id(slot.job)] = slot
-        self.journal.update(
+        self.state.note(
             slot.command,
             status="running",
             pid=os.getpid(),
@@ -263,7 +262,7 @@ class _Run:
     def succeed(self, slot: _Slot, record: str | None) -> None:
         result = slot.result
         self.progress.record(slot.command)
-        self.claims.release(slot.command)
+        self.state.release(slot.command)
         outcome = read_outcome(result.log)
         result.metrics, result.record = outcome.metrics, record or outcome.record
         if result.usage is not None:  # tokens spent on it so far, resumes and retries included
@@ -277,7 +276,7 @@ class _Run:
 
     def fail(self, slot: _Slot, status: Status) -> None:
         slot.result.metrics = {}
-        self.claims.release(slot.command)
+        self.state.release(slot.command)
         self.finish(slot, status)
         if self.options.exit_on_error:
             self.stopping = True
@@ -293,7 +292,7 @@ class _Run:
                 extra["record"] = result.record  # where it is now (an executor may move it)
             if result.usage_all_runs is not None:
                 extra["usage_all_runs"] = result.usage_all_runs.as_dict()
-            self.journal.update(
+            self.state.note(
                 slot.command,
                 status=status,
                 exit_code=result.exit_code,
@@ -304,10 +303,10 @@ class _Run:
                 **extra,
             )
 
-    def earlier_state(self, command: Command) -> dict[str, Any]:
+    def earlier_state(self, command: Command) -> CommandState:
         """What the journal said of a command when this run first needed it."""
         if self._earlier is None:
-            self._earlier = self.journal.read()
+            self._earlier = self.state.states()
         return self._earlier.get(command_id(command), {})
 
     def enforce_timeouts(self) -> None:
@@ -334,8 +333,8 @@ class _Run:
         """Evals another process held: wait for it to let go, then see if it completed them."""
         for slot in self.slots:
             if slot.phase == HELD:
-                self.claims.wait_claim(slot.command)
-                self.claims.release(slot.command)
+                self.state.wait_claim(slot.command)
+                self.state.release(slot.command)
                 recorded = self.progress.is_recorded(slot.command)
                 self.finish(slot, DONE_ELSEWHERE if recorded else INCOMPLETE)
 
@@ -349,7 +348,7 @@ class _Run:
             for slot in self.slots:
                 if slot.phase in (RUNNING, WAITING):
                     slot.result.ended = time.time()
-                    self.claims.release(slot.command)
+                    self.state.release(slot.command)
                     # The state only informs; never let it hide the interrupt.
                     with contextlib.suppress(Exception):
                         self.finish(slot, INTERRUPTED)

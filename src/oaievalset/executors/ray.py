@@ -191,7 +191,7 @@ class RayExecutor(Defaults):
         return [self._ended(self._jobs.pop(ref)) for ref in ready]
 
     def _ended(self, job: RayJob) -> Ended:
-        from oaievalset.state.claims import command_id
+        from oaievalset.commands import command_id
 
         ray = self.ray
         try:

@@ -161,7 +161,7 @@ class SlurmExecutor(Defaults):
     def start(self, spec: JobSpec) -> SlurmJob:
         import shlex
 
-        from oaievalset.state.claims import command_id
+        from oaievalset.commands import command_id
 
         self.folder.mkdir(parents=True, exist_ok=True)
         key = f"{command_id(spec.command)}.{time.time_ns()}"
@@ -271,7 +271,7 @@ class SlurmExecutor(Defaults):
     def adopt(self, spec: JobSpec) -> SlurmJob | None:
         """A job of this command that a driver which died left behind: still queued or
         running, or ended with an exit file. The newest one, if any."""
-        from oaievalset.state.claims import command_id
+        from oaievalset.commands import command_id
 
         prefix = f"{command_id(spec.command)}."
         try:

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.outcome import read_outcome
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, PENDING, Result
-from oaievalset.state.claims import command_id
 
 if TYPE_CHECKING:
     from oaievalset.commands import Command
@@ -155,7 +155,7 @@ PROG = "oaievalset"
 
 def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list[Result]:
     """Results for the commands recorded before this run, from the state journal."""
-    states = progress.state.journal.read() if commands else {}
+    states = progress.state.states() if commands else {}
     results = []
     for command in commands:
         state = states.get(command_id(command), {})

@@ -9,21 +9,11 @@ than the system call.
 from __future__ import annotations
 
 import fcntl
-import functools
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-
-@functools.lru_cache(maxsize=4096)
-def _command_id(frozen: tuple[str, ...]) -> str:
-    return hashlib.sha1("\0".join(frozen).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def command_id(command: Sequence[str]) -> str:
-    """A short stable name for a command, for its claim, log and state entry."""
-    return _command_id(tuple(command))
+from oaievalset.commands import command_id
 
 
 class Claims:

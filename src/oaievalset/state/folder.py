@@ -16,22 +16,55 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
-from oaievalset.state.claims import Claims, command_id
-from oaievalset.state.journal import Journal
+from oaievalset.state.claims import Claims
+from oaievalset.state.journal import CommandState, Journal
 from oaievalset.state.locks import Presence, ProgressLock
 
 _UNSAFE = re.compile(r"[^\w.-]")  # replaced by _ in log file names
 
 
 class StateFolder:
+    """The front of a set's state: callers ask it, and it asks its parts."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = ProgressLock(path / "lock")
-        self.claims = Claims(path / "claims")
-        self.journal = Journal(path / "state.jsonl")
-        self.presence = Presence(path / "active")
+        self._claims = Claims(path / "claims")
+        self._journal = Journal(path / "state.jsonl")
+        self._presence = Presence(path / "active")
+
+    # -- which process runs which command --------------------------------------------
+
+    def try_claim(self, command: Sequence[str]) -> bool:
+        """Claim a command for this process; False if another process holds it."""
+        return self._claims.try_claim(command)
+
+    def wait_claim(self, command: Sequence[str]) -> None:
+        """Wait until no other process holds the command, then hold it."""
+        self._claims.wait_claim(command)
+
+    def release(self, command: Sequence[str]) -> None:
+        self._claims.release(command)
+
+    def held_elsewhere(self, commands: Sequence[Sequence[str]]) -> set[str]:
+        """The ids of the commands another process runs now."""
+        return self._claims.held_elsewhere(commands)
+
+    # -- the last known state of each command ----------------------------------------
+
+    def states(self) -> dict[str, CommandState]:
+        """The journal: the last known state of each command, by command id."""
+        return self._journal.read()
+
+    def note(self, command: Sequence[str], **fields: Any) -> None:
+        """Tell the journal of a change of a command's state (fields of CommandState)."""
+        self._journal.update(command, **fields)
+
+    # -- files -----------------------------------------------------------------------
 
     @property
     def reports(self) -> Path:
@@ -50,7 +83,7 @@ class StateFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "logs").mkdir(exist_ok=True)
-            self.claims.folder.mkdir(exist_ok=True)
+            self._claims.folder.mkdir(exist_ok=True)
         except OSError as exc:
             raise ProgressError(
                 f"cannot create {self.path} ({exc.strerror}); "
@@ -64,15 +97,15 @@ class StateFolder:
     def join(self) -> None:
         """Count this process among those running on the set, until close(); compact the
         journal if it is the only one. Call under the progress lock."""
-        if self.presence.join():
-            self.journal.compact()
-        self.presence.share()  # others may join; none may compact
+        if self._presence.join():
+            self._journal.compact()
+        self._presence.share()  # others may join; none may compact
 
     def close(self) -> None:
         """Release what a run held: the journal, any claims left, the presence lock."""
-        self.journal.close()
-        self.claims.release_all()
-        self.presence.leave()
+        self._journal.close()
+        self._claims.release_all()
+        self._presence.leave()
 
 
 def state_folder_of(progress_file: Path) -> StateFolder:

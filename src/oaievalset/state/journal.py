@@ -9,13 +9,31 @@ import os
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
 from oaievalset.files import atomic_write
-from oaievalset.state.claims import command_id
 
 COMPACT_AT = 256 * 1024  # bytes of journal before a run that is alone compacts it
+
+
+class CommandState(TypedDict, total=False):
+    """One command's last known state: the journal's lines for it merged, later fields
+    winning. Every field may be missing (a line from an older version, or not yet known)."""
+
+    id: str  # commands.command_id of the command
+    command: list[str]
+    status: str  # a results.Status, or "running"
+    pid: int  # of the oaievalset process that ran it
+    exit_code: int | None
+    started: float | None  # time.time() of the first start of its last run
+    ended: float | None
+    attempts: int
+    log: str  # the eval's log
+    record: str  # where its record is, when an executor moved it
+    where: str | None  # the node or job that ran it
+    usage_all_runs: dict[str, int]  # the tokens of every run of it
 
 
 class Journal:
@@ -23,7 +41,7 @@ class Journal:
         self.path = path
         self._fd: int | None = None  # open for appending for the whole run
 
-    def read(self) -> dict[str, dict[str, Any]]:
+    def read(self) -> dict[str, CommandState]:
         """The last known state of each command, by command id: the journal's lines merged,
         later fields winning. A line cut short by a crash is skipped."""
         try:
@@ -69,14 +87,14 @@ class Journal:
             self._fd = None
 
 
-def merge(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
+def merge(lines: Sequence[str]) -> dict[str, CommandState]:
     """Journal lines merged by command id, later fields winning; bad lines skipped."""
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, CommandState] = {}
     for line in lines:
         try:
             event = json.loads(line)
         except ValueError:
             continue
         if isinstance(event, dict) and isinstance(event.get("id"), str):
-            states.setdefault(event["id"], {}).update(event)
+            states.setdefault(event["id"], {}).update(event)  # type: ignore[typeddict-item]
     return states

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
 from oaievalset.files import atomic_write
-from oaievalset.state.claims import command_id
 from oaievalset.state.folder import StateFolder, state_folder_of
 
 __all__ = ["ProgressFile", "atomic_write", "command_id", "progress_path"]
