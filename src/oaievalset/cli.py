@@ -198,6 +198,7 @@ def run(
 def _list_main(argv: Sequence[str]) -> int:
     """`oaievalset --list [SET] [--registry_path P]... [--json]`."""
     from oaievalset import plan
+    from oaievalset.present import plan as show
     from oaievalset.registry import Registry
 
     parser = argparse.ArgumentParser(prog=f"{PROG} --list", allow_abbrev=False)
@@ -210,7 +211,7 @@ def _list_main(argv: Sequence[str]) -> int:
         registry.add_registry_paths(args.registry_path)
     if not args.list:
         sets = plan.list_sets(registry)
-        print(json.dumps(sets, indent=2) if args.json else plan.list_sets_text(sets))
+        print(json.dumps(sets, indent=2) if args.json else show.list_sets_text(sets))
         return EXIT_OK
     resolution = registry.resolve(args.list)
     if args.json:
@@ -243,7 +244,9 @@ def _compare_main(argv: Sequence[str]) -> int:
 
     from oaievalset import compare
     from oaievalset.files import atomic_write
+    from oaievalset.present import compare as show
     from oaievalset.present import page as htmlpage
+    from oaievalset.prices import load_prices
     from oaievalset.state.progress import progress_dir
 
     parser = argparse.ArgumentParser(
@@ -259,16 +262,16 @@ def _compare_main(argv: Sequence[str]) -> int:
     parser.add_argument("--prices", metavar="FILE", help="Prices per million tokens, per model.")
     parser.add_argument("--html", metavar="PATH", help="Where to write the page.")
     args = parser.parse_args(argv)
-    prices = compare.load_prices(args.prices) if args.prices else None
+    prices = load_prices(args.prices) if args.prices else None
     models = [m for m in (args.models or "").split(",") if m]
     base = Path(progress_dir())
     grid = compare.compare(args.compare, base, models, prices)
     form = "json" if args.json else args.format
     writers = {
-        "text": compare.as_text,
-        "json": compare.as_json,
-        "csv": compare.as_csv,
-        "markdown": compare.as_markdown,
+        "text": show.as_text,
+        "json": show.as_json,
+        "csv": show.as_csv,
+        "markdown": show.as_markdown,
     }
     print(writers[form](grid))
     page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"

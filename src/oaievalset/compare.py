@@ -1,26 +1,22 @@
 """One eval set across the models that have run it: found from the progress folders, read
-from each eval's state, log and record, and laid out as a grid of eval by model (text, JSON,
-CSV, Markdown), with token usage and, given prices, cost."""
+from each eval's state, log and record, as a grid of eval by model, with token usage and,
+given prices, cost. present/compare.py and present/page.py show it."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import OaiEvalSetError, UsageError
+from oaievalset.metrics import finite, headline
 from oaievalset.records import Record, Usage, read_record
 
 if TYPE_CHECKING:
     from oaievalset.state.journal import CommandState
 
 SUFFIX = ".progress.txt"
-HEADLINE_ORDER = ("accuracy", "score", "f1_score", "metascore")
-NOT_HEADLINES = ("boostrap_std", "bootstrap_std")
 
 
 class Cell(NamedTuple):
@@ -46,7 +42,7 @@ class Cell(NamedTuple):
             "eval": self.eval,
             "status": self.status,
             "metric": self.metric,
-            "value": _finite(self.value),
+            "value": finite(self.value),
             "samples": self.samples,
             "duration": self.duration,
             "usage": self.usage.as_dict() if self.usage else None,
@@ -170,7 +166,7 @@ def _cell(
     prices: dict[str, tuple[float, float]] | None,
 ) -> Cell:
     from oaievalset.outcome import read_outcome
-    from oaievalset.present.report import cost_of
+    from oaievalset.prices import cost_of
 
     log = Path(state["log"]) if state.get("log") else None
     outcome = read_outcome(log)
@@ -198,171 +194,3 @@ def _cell(
         record=record,
         log=str(log) if log else None,
     )
-
-
-def headline(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
-    """The metric that stands for an eval: accuracy, score or f1_score, else the first
-    number that is not a count, a spread or a token count."""
-    numbers = {
-        k: v
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-        if k not in NOT_HEADLINES and not k.startswith(("usage_", "counts/"))
-    }
-    for name in (*HEADLINE_ORDER, *numbers):
-        if name in numbers:
-            return name, float(numbers[name])
-    return None, None
-
-
-# -- prices ---------------------------------------------------------------------------------
-
-
-def load_prices(path: str) -> dict[str, tuple[float, float]]:
-    """`model: {input: 2.5, output: 10}`: dollars per million input and output tokens."""
-    from oaievalset.yamlio import load_yaml
-
-    try:
-        data = load_yaml(Path(path))
-    except OaiEvalSetError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the prices ({exc.strerror})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected `model: {{input: N, output: N}}` entries")
-    prices = {}
-    for model, entry in data.items():
-        try:
-            prices[str(model)] = (float(entry["input"]), float(entry["output"]))
-        except (TypeError, KeyError, ValueError):
-            raise UsageError(
-                f"{path}: model '{model}' needs `input` and `output` prices in dollars per "
-                f"million tokens, e.g. {{input: 2.5, output: 10}}"
-            ) from None
-    return prices
-
-
-# -- output ---------------------------------------------------------------------------------
-
-
-def as_json(comparison: Comparison) -> str:
-    return json.dumps(
-        {
-            "eval_set": comparison.eval_set,
-            "models": comparison.models,
-            "evals": comparison.evals,
-            "cells": [c.as_dict() for c in comparison.cells.values()],
-            "aggregates": [comparison.aggregate(m) for m in comparison.models],
-            "notes": comparison.notes,
-        },
-        indent=2,
-        allow_nan=False,
-    )
-
-
-CSV_FIELDS = ("model", "eval", "status", "metric", "value", "samples", "duration")
-
-
-def as_csv(comparison: Comparison) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_FIELDS, "prompt_tokens", "completion_tokens", "total_tokens", "cost"])
-    for cell in comparison.cells.values():
-        row = cell.as_dict()
-        usage = row["usage"] or {}
-        writer.writerow(
-            [*(_csv(row[f]) for f in CSV_FIELDS)]
-            + [_csv(usage.get(k)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
-            + [_csv(row["cost"])]
-        )
-    return out.getvalue().rstrip("\n")
-
-
-def _csv(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def grid_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """The grid as strings: a header, a row per eval, then the model totals."""
-    header = ["eval", *comparison.models]
-    rows = []
-    for name in comparison.evals:
-        row = [name]
-        for model in comparison.models:
-            cell = comparison.cell(model, name)
-            row.append(_cell_text(cell))
-        rows.append(row)
-    totals = ["mean / tokens"]
-    for model in comparison.models:
-        agg = comparison.aggregate(model)
-        mean = "-" if agg["mean"] is None else f"{agg['mean']:.3f}"
-        cost = "" if agg["cost"] is None else f" ${agg['cost']:.4f}"
-        totals.append(f"{mean} / {agg['usage']['total_tokens']:,}{cost}")
-    rows.append(totals)
-    return header, rows
-
-
-def _cell_text(cell: Cell | None) -> str:
-    if cell is None:
-        return "not run"
-    if cell.value is None:
-        return cell.status
-    text = f"{cell.value:.3f}"
-    if cell.samples is not None:
-        text += f" n={cell.samples}"
-    if cell.status != "done":
-        text += f" ({cell.status})"
-    return text
-
-
-def as_text(comparison: Comparison) -> str:
-    header, rows = grid_rows(comparison)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [f"Eval set {comparison.eval_set}, {len(comparison.models)} model(s):"]
-    for row in [header, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    lines.append("")
-    lines.append(_details_text(comparison))
-    lines += [f"note: {n}" for n in comparison.notes]
-    return "\n".join(lines)
-
-
-def _details_text(comparison: Comparison) -> str:
-    """Per model and eval: status, samples, time, tokens, cost."""
-    header = ["model", "eval", "status", "samples", "time", "tokens", "cost"]
-    rows = []
-    for cell in comparison.cells.values():
-        rows.append(
-            [
-                cell.model,
-                cell.eval,
-                cell.status,
-                "-" if cell.samples is None else str(cell.samples),
-                "-" if cell.duration is None else f"{cell.duration:.1f}s",
-                "-" if cell.usage is None else f"{cell.usage.total_tokens:,}",
-                "-" if cell.cost is None else f"${cell.cost:.4f}",
-            ]
-        )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]
-    )
-
-
-def as_markdown(comparison: Comparison) -> str:
-    header, rows = grid_rows(comparison)
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    out = [line(header), "|" + "---|" * len(header)]
-    out += [line(row) for row in rows]
-    return "\n".join(out)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None

@@ -56,7 +56,7 @@ def run_set(
     color = use_color(sys.stdout) if color is None else color
     prices = None
     if settings.prices:
-        from oaievalset.compare import load_prices
+        from oaievalset.prices import load_prices
 
         prices = load_prices(settings.prices)  # a bad file fails before anything runs
     commands = _commands(settings, registry)
@@ -219,12 +219,13 @@ def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:
 
 def _show_plan(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:
     from oaievalset import plan
+    from oaievalset.present import plan as show
 
     entries = plan.plan_entries(commands, progress, settings.resume)
     if settings.json:
-        print(plan.plan_json(settings.model, settings.eval_set, progress, entries))
+        print(show.plan_json(settings.model, settings.eval_set, progress, entries))
     else:
-        print(plan.plan_text(settings.model, settings.eval_set, progress, entries))
+        print(show.plan_text(settings.model, settings.eval_set, progress, entries))
     return EXIT_OK
 
 

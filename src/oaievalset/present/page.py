@@ -9,7 +9,8 @@ import json
 import math
 from typing import Any
 
-from oaievalset.compare import Comparison, grid_rows
+from oaievalset.compare import Comparison
+from oaievalset.present.compare import grid_rows
 from oaievalset.records import Sample
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down

@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
+from oaievalset.metrics import finite, scores
+from oaievalset.metrics import headline as metrics_headline
 from oaievalset.outcome import read_outcome
+from oaievalset.present.table import align
+from oaievalset.prices import cost_of
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, PENDING, Result
 
@@ -21,22 +25,17 @@ if TYPE_CHECKING:
     from oaievalset.commands import Command
     from oaievalset.state.progress import ProgressFile
 
-_HEADLINE_SKIP = ("boostrap_std", "bootstrap_std")
-
 
 def headline(metrics: dict[str, Any], most: int = 2) -> str:
-    """The first few numeric metrics, e.g. `accuracy=0.667`."""
+    """The eval's headline metric, then its next scores, e.g. `accuracy=0.667`."""
+    numbers = scores(metrics)
+    name, _ = metrics_headline(metrics)
+    order = ([name] if name is not None else []) + [k for k in numbers if k != name]
     shown = []
-    for key, value in metrics.items():
-        if key in _HEADLINE_SKIP or key.startswith(("usage_", "counts/")):
-            continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            text = (
-                f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
-            )
-            shown.append(f"{key}={text}")
-        if len(shown) == most:
-            break
+    for key in order[:most]:
+        value = numbers[key]
+        text = f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+        shown.append(f"{key}={text}")
     return " ".join(shown)
 
 
@@ -72,19 +71,7 @@ def summary_table(results: Sequence[Result], price: tuple[float, float] | None =
         row = ["total", "", "", "", f"{total.total_tokens:,}"]
         row += [_money(cost_of(total, price))] * bool(price) + [""] * where
         rows.append([*row, f"(this run: {this_run.total_tokens:,} tokens)"])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
-def cost_of(usage: Usage | None, price: tuple[float, float] | None) -> float | None:
-    """Dollars, from prices per million input and output tokens."""
-    if usage is None or price is None:
-        return None
-    return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1e6
+    return "\n".join(align([header, *rows]))
 
 
 def _money(value: float | None) -> str:
@@ -116,13 +103,14 @@ def json_report(
                 "where": r.where,
                 "usage": r.usage.as_dict() if r.usage else None,
                 "usage_all_runs": r.usage_all_runs.as_dict() if r.usage_all_runs else None,
-                "metrics": {k: _finite(v) for k, v in r.metrics.items()},
+                "metrics": {k: finite(v) for k, v in r.metrics.items()},
             }
         )
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     return {
+        "format_version": FORMAT_VERSION,
         "model": model,
         "eval_set": eval_set,
         "progress_file": str(progress_file),
@@ -137,13 +125,6 @@ def json_report(
     }
 
 
-def _finite(value: Any) -> Any:
-    # JSON has no NaN: the original's oaieval reports `boostrap_std: nan` for one sample.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False)
 
@@ -151,6 +132,7 @@ def dumps(data: Any) -> str:
 # -- one run's report file and closing lines ---------------------------------------------
 
 PROG = "oaievalset"
+FORMAT_VERSION = 1  # of report.json; raised when a field changes meaning or goes
 
 
 def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list[Result]:
