@@ -128,7 +128,7 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
     finally:
         if server is not None:
             server.stop()
-        cluster.shutdown()  # type: ignore[no-untyped-call]
+        cluster.shutdown()  # type: ignore[no-untyped-call,unused-ignore]
     return {"code": proc.returncode, "stdout": out, "stderr": err, "elapsed": elapsed,
             "requests": requests, "first_starts": args.get("first_starts"),
             "recorded_at_kill": args.get("recorded_at_kill")}  # fmt: skip

@@ -129,13 +129,15 @@ def deadline(seconds: int) -> Iterator[None]:
 
 NAMES = st.sampled_from(["a", "b", "c", "a.dev", "b.dev.v0", "s", "t", "*", "a*", "[x]"])
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), NAMES, st.text(max_size=5))
+# Typed apart: an older hypothesis (the newest for Python 3.9) cannot infer it inline.
+CLASS_SPEC: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {"class": st.one_of(st.just("m:C"), SCALARS)},
+    optional={"args": st.one_of(st.dictionaries(NAMES, SCALARS, max_size=2), SCALARS)},
+)
 EVAL_SPEC = st.one_of(
     SCALARS,
     st.fixed_dictionaries({"id": st.one_of(NAMES, SCALARS)}),
-    st.fixed_dictionaries(
-        {"class": st.one_of(st.just("m:C"), SCALARS)},
-        optional={"args": st.one_of(st.dictionaries(NAMES, SCALARS, max_size=2), SCALARS)},
-    ),
+    CLASS_SPEC,
     st.lists(SCALARS, max_size=3),
 )
 SET_SPEC = st.one_of(

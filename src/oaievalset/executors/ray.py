@@ -162,7 +162,7 @@ class RayExecutor(Defaults):
                 f"no Ray cluster at {where} ({str(exc).splitlines()[0][:120]}); start one "
                 f"(ray start --head), set RAY_ADDRESS, or pass --ray-address local"
             ) from None
-        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call,unused-ignore]
         self.cpus = max(1, int(resources.get("CPU", 1)))
         # A task lost with its node is run again elsewhere; a failing eval is not (its exit
         # code comes back, and --attempts decides).
