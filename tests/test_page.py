@@ -324,3 +324,80 @@ def test_a_record_written_by_the_originals_oaieval_is_read(
     assert all(not c["problems"] for c in data["cells"])
     assert sys.executable  # our engine was not the one that ran
     assert "[oaieval.py:" in Path(cells["test-match.s1.simple-v0"]["log"]).read_text()
+
+
+# -- hostile text ----------------------------------------------------
+
+# Text that would end or change the page's scripts, or run code, if it reached the HTML as
+# HTML: `<!--<script>` makes the parser swallow the next script when only `</` is escaped.
+HOSTILE = "<!--<script>x</script>\"'&amp;<img src=x onerror=__pwned=1>\u2028\u2029 end"
+HOSTILE_NAME = "h<!--<script>\"'&<img src=x onerror=__pwned=1>"  # no `.` or `/`: a name part
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page of a real run whose eval, model, prompts, answers and ideal answers hold
+    hostile text: an eval of FuzzyMatch (a score per sample), run with an argument."""
+    base = tmp_path_factory.mktemp("hostile")
+    root = base / "reg"
+    for folder in ("evals", "data", "eval_sets"):
+        (root / folder).mkdir(parents=True)
+    samples = [
+        {"input": [{"role": "user", "content": f"Q {HOSTILE}"}], "ideal": f"I {HOSTILE}"},
+        {"input": f"S {HOSTILE}", "ideal": [f"I {HOSTILE}", "other"]},
+    ]
+    (root / "data" / "h.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    name = json.dumps(f"{HOSTILE_NAME}.dev.v0")
+    (root / "evals" / "h.yaml").write_text(
+        f"{name}:\n  class: evals.elsuite.basic.fuzzy_match:FuzzyMatch\n"
+        "  args:\n    samples_jsonl: h.jsonl\n"
+    )
+    (root / "eval_sets" / "hostile.yaml").write_text(f"hostile:\n  evals: [{name}]\n")
+    server = ChatServer(answer_fn=lambda r: f"A {HOSTILE}", models=(HOSTILE_NAME,)).start()
+    env = {
+        "OAIEVALSET_PROGRESS_DIR": str(base / "progress"),
+        "OAIEVAL_RECORD_DIR": str(base / "evallogs"),
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-hostile",
+    }
+    try:
+        done = run_cli(
+            [HOSTILE_NAME, "hostile", "--registry_path", str(root), "--max_samples", "2"], env
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    return Path(done.stderr.split("oaievalset: page: ")[1].splitlines()[0])
+
+
+def test_the_pages_data_holds_no_angle_bracket_that_could_end_its_script(hostile: Path) -> None:
+    text = hostile.read_text(encoding="utf-8")
+    data = text.split('<script type="application/json" id="data">', 1)[1].split("</script>")[0]
+    assert "<" not in data and ">" not in data and "&" not in data
+    assert "\u2028" not in data and "\u2029" not in data
+    samples = json.loads(data)["evals"][0]["cells"][HOSTILE_NAME]["samples"]
+    assert samples[0][2] == f"A {HOSTILE}"  # the escapes mean the same text
+
+
+def test_hostile_text_is_shown_as_text_and_never_run(hostile: Path, browser: Any) -> None:
+    page = Page(browser, hostile)
+    try:
+        assert page.page.inner_text("h1") == f"hostile: {HOSTILE_NAME}"
+        assert HOSTILE_NAME in page.page.inner_text("#grid")
+        page.page.click("a[data-eval]")
+        cells = page.page.eval_on_selector_all(
+            "#samples tr[data-sample]",
+            "rows => rows.map(r => Array.from(r.cells).map(td => td.textContent))",
+        )
+        assert len(cells) == 2, page.page.inner_text("#drill")
+        by_id = {row[0]: row for row in cells}
+        first, second = by_id[f"{HOSTILE_NAME}.dev.0"], by_id[f"{HOSTILE_NAME}.dev.1"]
+        assert first[1] == f"user: Q {HOSTILE}" and second[1] == f"system: S {HOSTILE}"
+        assert first[2] == second[2] == f"A {HOSTILE}"
+        assert first[3] == f"I {HOSTILE}"
+        assert page.page.inner_text("#drill h2") == f"Samples of {HOSTILE_NAME}.dev.v0"
+        assert page.page.evaluate("typeof window.__pwned") == "undefined"
+        assert not page.page.query_selector("#grid img, #drill img, script[src]")
+        assert page.errors == []
+    finally:
+        page.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from typing import Any
 
 from oaievalset.compare import Comparison, grid_rows
@@ -14,6 +15,7 @@ from oaievalset.records import Sample
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down
 COLORS = ("#3b6fd4", "#d4793b", "#3ba35a", "#a33b8f", "#8f8f2a", "#2a8f8f")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone one cannot be written as UTF-8
 
 
 def render(comparison: Comparison, title: str) -> str:
@@ -33,17 +35,27 @@ def render(comparison: Comparison, title: str) -> str:
         ],
         "pageSize": PAGE_SIZE,
     }
-    # `</` would end the script element early: JSON allows it escaped.
-    payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
-    return _PAGE.format(
+    page = _PAGE.format(
         title=html.escape(title),
         grid=_grid_html(comparison),
         chart=_chart_svg(comparison),
         notes="".join(f"<li>{html.escape(n)}</li>" for n in comparison.notes),
-        data=payload,
+        data=_script_json(data),
         style=_STYLE,
         script=_SCRIPT,
     )
+    return _SURROGATE.sub("\ufffd", page)
+
+
+def _script_json(data: Any) -> str:
+    """JSON that cannot end or change its <script> element whatever the text in it:
+    `<` (so no `</script>` and no `<!--`, which would make the parser swallow the next
+    script), `>` and `&` escaped, and lone surrogates, which UTF-8 cannot carry. These
+    characters only occur inside JSON strings, where the escapes mean the same."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:

@@ -75,7 +75,9 @@ def read_record(path: Path | str | None) -> Record:
     report: dict[str, Any] | None = None
     events: dict[str, list[dict[str, Any]]] = {}
     problems: list[str] = []
-    lines = text.splitlines()
+    # Lines end at "\n" only: splitlines() would also cut at a U+2028 inside a string, which
+    # a record written with ensure_ascii=False holds as it is.
+    lines = text.split("\n")
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
