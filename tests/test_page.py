@@ -12,10 +12,13 @@ import csv
 import io
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +327,223 @@ def test_a_record_written_by_the_originals_oaieval_is_read(
     assert all(not c["problems"] for c in data["cells"])
     assert sys.executable  # our engine was not the one that ran
     assert "[oaieval.py:" in Path(cells["test-match.s1.simple-v0"]["log"]).read_text()
+
+
+# -- hostile text, many models, long names ----------------------------------------------------
+
+# Text that would end or change the page's scripts, or run code, if it reached the HTML as
+# HTML: `<!--<script>` makes the parser swallow the next script when only `</` is escaped.
+HOSTILE = "<!--<script>x</script>\"'&amp;<img src=x onerror=__pwned=1>\u2028\u2029 end"
+HOSTILE_NAME = "h<!--<script>\"'&<img src=x onerror=__pwned=1>"  # no `.` or `/`: a name part
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page of a real run whose eval, model, prompts, answers and ideal answers hold
+    hostile text: an eval of FuzzyMatch (a score per sample), run with an argument."""
+    base = tmp_path_factory.mktemp("hostile")
+    root = base / "reg"
+    for folder in ("evals", "data", "eval_sets"):
+        (root / folder).mkdir(parents=True)
+    samples = [
+        {"input": [{"role": "user", "content": f"Q {HOSTILE}"}], "ideal": f"I {HOSTILE}"},
+        {"input": f"S {HOSTILE}", "ideal": [f"I {HOSTILE}", "other"]},
+    ]
+    (root / "data" / "h.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    name = json.dumps(f"{HOSTILE_NAME}.dev.v0")
+    (root / "evals" / "h.yaml").write_text(
+        f"{name}:\n  class: evals.elsuite.basic.fuzzy_match:FuzzyMatch\n"
+        "  args:\n    samples_jsonl: h.jsonl\n"
+    )
+    (root / "eval_sets" / "hostile.yaml").write_text(f"hostile:\n  evals: [{name}]\n")
+    server = ChatServer(answer_fn=lambda r: f"A {HOSTILE}", models=(HOSTILE_NAME,)).start()
+    env = {
+        "OAIEVALSET_PROGRESS_DIR": str(base / "progress"),
+        "OAIEVAL_RECORD_DIR": str(base / "evallogs"),
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-hostile",
+    }
+    try:
+        done = run_cli(
+            [HOSTILE_NAME, "hostile", "--registry_path", str(root), "--max_samples", "2"], env
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    return Path(done.stderr.split("oaievalset: page: ")[1].splitlines()[0])
+
+
+def test_the_pages_data_holds_no_angle_bracket_that_could_end_its_script(hostile: Path) -> None:
+    text = hostile.read_text(encoding="utf-8")
+    data = text.split('<script type="application/json" id="data">', 1)[1].split("</script>")[0]
+    assert "<" not in data and ">" not in data and "&" not in data
+    assert "\u2028" not in data and "\u2029" not in data
+    samples = json.loads(data)["evals"][0]["cells"][HOSTILE_NAME]["samples"]
+    assert samples[0][2] == f"A {HOSTILE}"  # the escapes mean the same text
+
+
+def test_hostile_text_is_shown_as_text_and_never_run(hostile: Path, browser: Any) -> None:
+    page = Page(browser, hostile)
+    try:
+        assert page.page.inner_text("h1") == f"hostile: {HOSTILE_NAME}"
+        assert HOSTILE_NAME in page.page.inner_text("#grid")
+        page.page.click("a[data-eval]")
+        cells = page.page.eval_on_selector_all(
+            "#samples tr[data-sample]",
+            "rows => rows.map(r => Array.from(r.cells).map(td => td.textContent))",
+        )
+        assert len(cells) == 2, page.page.inner_text("#drill")
+        by_id = {row[0]: row for row in cells}
+        first, second = by_id[f"{HOSTILE_NAME}.dev.0"], by_id[f"{HOSTILE_NAME}.dev.1"]
+        assert first[1] == f"user: Q {HOSTILE}" and second[1] == f"system: S {HOSTILE}"
+        assert first[2] == second[2] == f"A {HOSTILE}"
+        assert first[3] == f"I {HOSTILE}" and second[3] == f"\u2022 I {HOSTILE}\n\u2022 other"
+        assert page.page.inner_text("#drill h2") == f"Samples of {HOSTILE_NAME}.dev.v0"
+        runs = page.page.inner_text("#runs")
+        assert "--max_samples 2" in runs and HOSTILE_NAME in runs
+        assert page.page.evaluate("typeof window.__pwned") == "undefined"
+        assert not page.page.query_selector("#grid img, #drill img, #runs img, script[src]")
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_the_page_names_its_metric_and_when_and_how_each_model_ran(
+    runs: Path, browser: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "compare.html"
+    assert compare(runs, "--html", str(path)).returncode == 0
+    page = Page(browser, path)
+    try:
+        assert "headline metric, accuracy," in page.page.inner_text("p.caption")
+        assert page.page.inner_text("h2:has(+ .legend)") == "Headline metric per eval: accuracy"
+        rows = page.page.eval_on_selector_all(
+            "#runs tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))"
+        )
+        assert [r[0] for r in rows] == sorted(MODELS)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        for model, when, command in rows:
+            assert command == f"oaievalset {shlex.quote(model)} test-basic"
+            found = re.fullmatch(r"(\d{4}-\d\d-\d\d \d\d:\d\d)( to [\d: -]+)? UTC", when)
+            assert found, when
+            started = datetime.strptime(found[1], "%Y-%m-%d %H:%M")
+            assert now - timedelta(hours=1) < started <= now
+        page.page.click("a[data-eval='test-match.s1.simple-v0']")
+        page.page.select_option("select[name=model]", "org/model-b")
+        meta = page.page.inner_text("#meta")
+        assert "command oaieval org/model-b test-match.s1.simple-v0 · record /" in meta
+        assert re.search(r"^run \d{4}-\d\d-\d\d \d\d:\d\d UTC · ", meta), meta
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_dummy_and_fuzzy_match_samples_show_prompt_answer_and_a_readable_score(
+    runs: Path, browser: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "compare.html"
+    assert compare(runs, "--html", str(path)).returncode == 0
+    page = Page(browser, path)
+    try:
+        page.page.click("a[data-eval='test-fuzzy-match.s1.simple-v0']")
+        page.page.select_option("select[name=model]", "dummy")
+        rows = page.rows()
+        assert len(rows) == 6
+        for _, prompt, answer, _ideal, correct, score in rows:
+            # The dummy records no prompt; FuzzyMatch records its answer only on a match.
+            assert prompt == "not in the record" and answer == "This is a dummy response."
+            assert correct == "no" and score == "f1 0"
+        ideals = {r[0].rsplit(".", 1)[1]: r[3] for r in rows}
+        assert ideals["0"] == "Mars" and ideals["2"] == "\u2022 6\n\u2022 six"
+        page.page.select_option("select[name=model]", "org/model-b")
+        rows = page.rows()
+        assert len(rows) == 6
+        for _, prompt, answer, _, correct, score in rows:
+            assert prompt.startswith("system: Answer in as few words as you can.\nuser: ")
+            assert answer == "I am not sure." if correct == "no" else answer != ""
+            assert re.fullmatch(r"f1 (0|1|0\.\d\d?)", score), score
+        page.page.click("a[data-eval='test-includes.s1.simple-v0']")
+        page.page.select_option("select[name=model]", "dummy")
+        assert {r[2] for r in page.rows()} == {"This is a dummy response."}
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+# Where a name on the page wraps: only after `.`, `-`, `_`, `/`, `:` or a space.
+LINE_BREAKS = """els => els.flatMap(el => {
+  const bad = [], walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  let top = null, last = null, node;
+  while ((node = walker.nextNode())) {
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i); range.setEnd(node, i + 1);
+      const rect = range.getBoundingClientRect();
+      if (!rect.width) {  // a space that ends a line takes no room
+        last = node.data[i];
+        continue;
+      }
+      if (top !== null && rect.top > top + 4 && !"./_:- ".includes(last)) {
+        bad.push(el.textContent.slice(0, 40) + "... broken before " + node.data.slice(i));
+      }
+      top = rect.top; last = node.data[i];
+    }
+  }
+  return bad;
+})"""
+
+
+def test_eight_models_get_eight_colours_and_names_wrap_only_between_words(
+    browser: Any, tmp_path: Path
+) -> None:
+    from oaievalset.compare import Cell, Comparison
+    from oaievalset.files import atomic_write
+    from oaievalset.present import page as htmlpage
+    from oaievalset.records import Record, Sample
+
+    models = [f"org_{i}/a_rather_long_model_name_{i}" for i in range(8)]
+    evals = ["mmlu_high_school_macroeconomics_questions_and_answers.val.choice-v1", "tiny.dev.v0"]
+    cells = {}
+    for i, model in enumerate(models):
+        for name in evals:
+            samples = [
+                Sample(
+                    f"{name}.{n}", "Why?", f"answer \ud800 {n}", "because", n % 2 == 0, None, None
+                )
+                for n in range(3)
+            ]  # a lone surrogate, as json.loads gives it for "\ud800" in a record
+            spec = {"created_at": "2025-01-31 12:00:00.5+00:00",
+                    "run_config": {"command": f"oaieval {model} {name}"}}  # fmt: skip
+            record = Record(tmp_path / f"{i}.jsonl", {"accuracy": i / 8}, samples, None, [], spec)
+            cells[(model, name)] = Cell(
+                model, name, "done", "accuracy", i / 8, {"accuracy": i / 8}, 3, 1.0,
+                None, None, None, record, None,
+            )  # fmt: skip
+    path = tmp_path / "page.html"
+    atomic_write(path, htmlpage.render(Comparison("big-set", models, evals, cells, []), "t"))
+    page = Page(browser, path)
+    try:
+        page.page.set_viewport_size({"width": 480, "height": 800})
+        legend = page.page.eval_on_selector_all(
+            ".legend i", "els => els.map(e => getComputedStyle(e).backgroundColor)"
+        )
+        assert len(legend) == 8 and len(set(legend)) == 8, legend
+        bars = page.page.eval_on_selector_all(
+            "#chart rect", "els => els.map(e => e.getAttribute('fill'))"
+        )
+        assert len(bars) == 16 and bars[:8] == bars[8:] and len(set(bars)) == 8
+        labels = page.page.eval_on_selector_all(
+            "#chart text.label", "els => els.map(e => e.textContent)"
+        )
+        assert labels == evals  # whole, not cut
+        page.page.click(f"a[data-eval='{evals[0]}']")
+        assert len(page.rows()) == 3
+        names = "#grid thead th, #grid a, #drill h2, #samples td:first-child, #runs tbody th"
+        assert page.page.eval_on_selector_all(names, LINE_BREAKS) == []
+        widths = page.page.eval_on_selector_all(
+            "#grid a", "els => els.map(e => e.getClientRects().length)"
+        )
+        assert widths[0] > 1  # the long name did wrap: the check above saw a break
+        assert page.errors == []
+    finally:
+        page.close()

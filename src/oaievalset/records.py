@@ -5,10 +5,14 @@ is missing, cut short or not JSON is read as far as it goes, and what is wrong i
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any, NamedTuple
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# What openai/evals' `dummy` answers to every prompt (ours too): it records no `sampling`
+# event, and FuzzyMatch and JsonMatch record the answer only when it matched.
+DUMMY_ANSWER = "This is a dummy response."
 
 
 class Usage(NamedTuple):
@@ -55,10 +59,29 @@ class Record(NamedTuple):
     samples: list[Sample]
     usage: Usage | None
     problems: list[str]  # what could not be read, one line each
+    spec: dict[str, Any] | None = None  # the record's first line: the run spec
 
     @property
     def complete(self) -> bool:
         return self.final_report is not None and not self.problems
+
+    @property
+    def command(self) -> list[str] | None:
+        """The `oaieval` command line the record gives (`run_config.command`), split."""
+        config = (self.spec or {}).get("run_config")
+        command = config.get("command") if isinstance(config, dict) else None
+        if not isinstance(command, str) or not command.strip():
+            return None
+        try:
+            return shlex.split(command)
+        except ValueError:  # not written by shlex.quote: show it as it is
+            return [command]
+
+    @property
+    def created_at(self) -> str | None:
+        """When the eval started, as the record gives it (`2024-01-31 12:00:00.1+00:00`)."""
+        when = (self.spec or {}).get("created_at")
+        return when if isinstance(when, str) and when else None
 
 
 def read_record(path: Path | str | None) -> Record:
@@ -73,9 +96,12 @@ def read_record(path: Path | str | None) -> Record:
     except OSError as exc:
         return Record(path, None, [], None, [f"{path}: cannot read the record ({exc.strerror})"])
     report: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
     events: dict[str, list[dict[str, Any]]] = {}
     problems: list[str] = []
-    lines = text.splitlines()
+    # Lines end at "\n" only: splitlines() would also cut at a U+2028 inside a string, which
+    # a record written with ensure_ascii=False holds as it is.
+    lines = text.split("\n")
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -91,6 +117,8 @@ def read_record(path: Path | str | None) -> Record:
             problems.append(f"{path}:{lineno}: not a record line")
         elif "final_report" in data:
             report = data["final_report"] if isinstance(data["final_report"], dict) else {}
+        elif "spec" in data and isinstance(data["spec"], dict) and spec is None:
+            spec = data["spec"]
         elif isinstance(data.get("sample_id"), str) and isinstance(data.get("data"), dict):
             events.setdefault(data["sample_id"], []).append(data)
     if report is None and not problems:
@@ -98,8 +126,11 @@ def read_record(path: Path | str | None) -> Record:
     usage = Usage.of(report, "usage_") if report else None
     if usage is None:
         usage = _usage_of_events(events)
-    samples = [_sample(sample_id, evs) for sample_id, evs in sorted(events.items(), key=_order)]
-    return Record(path, report, samples, usage, problems)
+    dummy = (spec or {}).get("completion_fns") == ["dummy"]
+    samples = [
+        _sample(sample_id, evs, dummy) for sample_id, evs in sorted(events.items(), key=_order)
+    ]
+    return Record(path, report, samples, usage, problems, spec)
 
 
 def _order(item: tuple[str, Any]) -> tuple[int, str]:
@@ -119,7 +150,10 @@ def _usage_of_events(events: dict[str, list[dict[str, Any]]]) -> Usage | None:
     return total
 
 
-def _sample(sample_id: str, events: list[dict[str, Any]]) -> Sample:
+def _sample(sample_id: str, events: list[dict[str, Any]], dummy: bool = False) -> Sample:
+    """What the sample's events say: the first `sampling` gives the prompt and answer (a
+    model-graded eval's later ones are the grader's); without one (the `dummy` model), the
+    `match` event's answer, if it has one."""
     prompt = answer = ideal = score = error = None
     correct: bool | None = None
     for event in events:
@@ -130,7 +164,9 @@ def _sample(sample_id: str, events: list[dict[str, Any]]) -> Sample:
             correct = bool(data.get("correct"))
             ideal = data.get("expected")
             if answer is None:
-                answer = data.get("sampled", data.get("picked"))
+                # Match and Includes record `sampled`; FuzzyMatch and JsonMatch only a
+                # `picked` list, empty when nothing matched.
+                answer = _answer(data.get("sampled", data.get("picked")))
         elif kind == "metrics":
             if "choice" in data:
                 score = {"choice": data.get("choice"), "score": data.get("score")}
@@ -142,10 +178,16 @@ def _sample(sample_id: str, events: list[dict[str, Any]]) -> Sample:
             error = str(data.get("message") or data)
     if error is None and not any(e.get("type") in ("match", "metrics") for e in events):
         error = "no result recorded for this sample"
+    if answer is None and dummy:
+        answer = DUMMY_ANSWER
     return Sample(sample_id, prompt, answer, ideal, correct, score, error)
 
 
 def _answer(sampled: Any) -> Any:
+    """The answer of a `sampled` or `picked` list (one answer, or the same one per matched
+    ideal), or None when the list is empty."""
     if isinstance(sampled, list):
-        return sampled[0] if len(sampled) == 1 else sampled
+        if not sampled:
+            return None
+        return sampled[0] if all(s == sampled[0] for s in sampled) else sampled
     return sampled

@@ -1,20 +1,38 @@
 """The report page: one self-contained HTML file (no request leaves it; it opens from
-file://) with the grid of eval by model, a chart of each eval's headline metric per model
-(inline SVG made here), and each eval's samples, filtered and paged by a little script."""
+file://) with the grid of eval by model, the runs (when, with which command), a chart of
+each eval's headline metric per model (inline SVG made here), and each eval's samples,
+filtered and paged by a little script."""
 
 from __future__ import annotations
 
 import html
 import json
 import math
+import re
+import shlex
+from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
-from oaievalset.compare import Comparison
+from oaievalset.compare import Cell, Comparison
 from oaievalset.present.compare import grid_rows
-from oaievalset.records import Sample
+from oaievalset.records import Record, Sample
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down
-COLORS = ("#3b6fd4", "#d4793b", "#3ba35a", "#a33b8f", "#8f8f2a", "#2a8f8f")
+# Tableau's ten colours, told apart by most eyes; generated hues after them.
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
+           "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#79706e")  # fmt: skip
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone one cannot be written as UTF-8
+_BREAK_AFTER = re.compile(r"(?<=[./_:-])")  # where a name may wrap: never inside a word
+
+
+def color(index: int) -> str:
+    """The colour of the index-th model: the palette, then hues the golden angle apart."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    step = index - len(PALETTE)
+    lightness = (42, 58, 34)[step % 3]
+    return f"hsl({(step * 137.508 + 20) % 360:.1f} 62% {lightness}%)"
 
 
 def render(comparison: Comparison, title: str) -> str:
@@ -34,23 +52,37 @@ def render(comparison: Comparison, title: str) -> str:
         ],
         "pageSize": PAGE_SIZE,
     }
-    # `</` would end the script element early: JSON allows it escaped.
-    payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
-    return _PAGE.format(
+    page = _PAGE.format(
         title=html.escape(title),
+        metric=_metric_caption(comparison),
         grid=_grid_html(comparison),
+        runs=_runs_html(comparison),
+        chart_title=html.escape(_chart_title(comparison)),
         chart=_chart_svg(comparison),
         notes="".join(f"<li>{html.escape(n)}</li>" for n in comparison.notes),
-        data=payload,
+        data=_script_json(data),
         style=_STYLE,
         script=_SCRIPT,
     )
+    return _SURROGATE.sub("\ufffd", page)
+
+
+def _script_json(data: Any) -> str:
+    """JSON that cannot end or change its <script> element whatever the text in it:
+    `<` (so no `</script>` and no `<!--`, which would make the parser swallow the next
+    script), `>` and `&` escaped, and lone surrogates, which UTF-8 cannot carry. These
+    characters only occur inside JSON strings, where the escapes mean the same."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:
     cell = comparison.cell(model, name)
     assert cell is not None
     record = cell.record
+    command = record.command if record else None
     return {
         "status": cell.status,
         "metric": cell.metric,
@@ -58,19 +90,22 @@ def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:
         "samples": [_sample_row(s) for s in record.samples] if record else [],
         "problems": list(record.problems) if record else ["no record: the eval has not completed"],
         "record": str(record.path) if record and record.path.name else None,
+        "command": [shlex.quote(w) for w in command] if command else None,  # quoted words
+        "when": _when(record.created_at) if record else None,
     }
 
 
 def _sample_row(sample: Sample) -> list[Any]:
-    """[id, prompt, answer, ideal, correct, error, score], compact for large records."""
+    """[id, prompt, answer, ideal, correct, error, score], compact for large records; a
+    prompt or answer the record does not hold is null."""
     return [
         sample.id,
-        _text(sample.prompt),
-        _text(sample.answer),
-        _text(sample.ideal),
+        _text(sample.prompt) if sample.prompt is not None else None,
+        _text(sample.answer) if sample.answer is not None else None,
+        _ideal_text(sample.ideal),
         sample.correct,
         sample.error,
-        _text(sample.score) if sample.score is not None else None,
+        score_text(sample.score),
     ]
 
 
@@ -80,39 +115,211 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
-        return "\n".join(f"{m.get('role', '?')}: {m.get('content')}" for m in value)
+        return "\n".join(f"{m.get('role', '?')}: {_text(m.get('content'))}" for m in value)
     return json.dumps(value, ensure_ascii=False)
+
+
+def _ideal_text(ideal: Any) -> str:
+    """The ideal answer, or each of them on a line of its own."""
+    if isinstance(ideal, list) and len(ideal) == 1 and isinstance(ideal[0], str):
+        return ideal[0]
+    if isinstance(ideal, list) and ideal and all(isinstance(i, str) for i in ideal):
+        return "\n".join(f"\u2022 {i}" for i in ideal)
+    return _text(ideal)
+
+
+def score_text(score: Any) -> str | None:
+    """A sample's score as a reader wants it: `f1 0.67`, `choice Y, score 1`."""
+    if score is None:
+        return None
+    if not isinstance(score, dict):
+        return _text(score)
+    parts = []
+    if "choice" in score:
+        parts.append(f"choice {_text(score['choice'])}")
+    for key, value in score.items():
+        if key == "choice":
+            continue
+        label = "f1" if key == "f1_score" else key
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{label} {value:.2f}".rstrip("0").rstrip("."))
+        elif value is not None:
+            parts.append(f"{label} {_text(value)}")
+    return ", ".join(parts) or None
+
+
+def _when(created_at: str | None) -> str | None:
+    """`2024-01-31 12:00 UTC` from a record's `created_at`, or the text as it is."""
+    if not created_at:
+        return None
+    moment = _moment(created_at)
+    if moment is None:
+        return created_at
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _moment(created_at: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(created_at.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _name_html(name: str) -> str:
+    """A name that wraps only after `.`, `-`, `_`, `/` or `:`, never inside a word."""
+    return "<wbr>".join(html.escape(part) for part in _BREAK_AFTER.split(name))
+
+
+def _metrics(comparison: Comparison) -> list[str]:
+    return sorted({c.metric for c in comparison.cells.values() if c.metric})
+
+
+def _row_metric(comparison: Comparison, name: str) -> str | None:
+    """The headline metric most of the eval's cells show."""
+    metrics = Counter(
+        c.metric for m in comparison.models if (c := comparison.cell(m, name)) and c.metric
+    )
+    return metrics.most_common(1)[0][0] if metrics else None
+
+
+def _metric_caption(comparison: Comparison) -> str:
+    metrics = _metrics(comparison)
+    if not metrics:
+        return "No eval has a metric yet."
+    named = " or ".join(f"<b>{html.escape(m)}</b>" for m in metrics)
+    which = " (named under each eval)" if len(metrics) > 1 else ""
+    return (
+        f"Each cell shows the eval's headline metric, {named}{which}, and n, the "
+        f"number of samples; then the tokens and the time. The last row is the mean of "
+        f"the metrics and the sum of the tokens."
+    )
 
 
 def _grid_html(comparison: Comparison) -> str:
     header, rows = grid_rows(comparison)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    mixed = len(_metrics(comparison)) > 1
+    head = [f"<th>{html.escape(header[0])}</th>"]
+    for i, model in enumerate(comparison.models):
+        head.append(
+            f'<th class="model"><i class="swatch" style="background:{color(i)}"></i>'
+            f'<span class="name">{_name_html(model)}</span></th>'
+        )
     body = []
     for row in rows[:-1]:
         name = row[0]
+        metric = _row_metric(comparison, name)
         cells = []
         for model, text in zip(comparison.models, row[1:]):
             cell = comparison.cell(model, name)
             status = cell.status if cell else "not run"
+            other = cell.metric if cell and cell.metric and cell.metric != metric else ""
             tokens = f"{cell.usage.total_tokens:,} tokens" if cell and cell.usage else ""
             took = f"{cell.duration:.1f} s" if cell and cell.duration is not None else ""
-            detail = " · ".join(x for x in (tokens, took) if x)
+            detail = " · ".join(x for x in (other, tokens, took) if x)
+            tip = _cell_title(cell)
             cells.append(
                 f'<td class="cell s-{html.escape(status.replace(" ", "-"))}" '
-                f'data-model="{html.escape(model)}">{html.escape(text)}'
+                f'data-model="{html.escape(model)}"{tip}>{html.escape(text)}'
                 f'<div class="detail">{html.escape(detail)}</div></td>'
             )
+        label = f'<div class="detail">{html.escape(metric)}</div>' if metric and mixed else ""
         body.append(
-            f'<tr><th class="eval"><a href="#" data-eval="{html.escape(name)}">'
-            f"{html.escape(name)}</a></th>{''.join(cells)}</tr>"
+            f'<tr><th class="eval"><a href="#" class="name" data-eval="{html.escape(name)}">'
+            f"{_name_html(name)}</a>{label}</th>{''.join(cells)}</tr>"
         )
     totals = "".join(f"<td>{html.escape(t)}</td>" for t in rows[-1][1:])
     body.append(f'<tr class="totals"><th>{html.escape(rows[-1][0])}</th>{totals}</tr>')
-    return f'<table id="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (
+        f'<table id="grid"><thead><tr>{"".join(head)}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _cell_title(cell: Cell | None) -> str:
+    """A tooltip: the cell's command and when it ran."""
+    record = cell.record if cell else None
+    command = record.command if record else None
+    when = _when(record.created_at) if record else None
+    text = "\n".join(x for x in (shlex.join(command) if command else None, when) if x)
+    return f' title="{html.escape(text)}"' if text else ""
+
+
+def _runs_html(comparison: Comparison) -> str:
+    """Per model: when its evals ran and the `oaievalset` command (the model, the set and
+    the arguments passed through to `oaieval`), as its records give them."""
+    rows = []
+    for i, model in enumerate(comparison.models):
+        records = [
+            c.record
+            for name in comparison.evals
+            if (c := comparison.cell(model, name)) is not None and c.record is not None
+        ]
+        commands: dict[tuple[str, ...], list[str]] = {}
+        for record in records:
+            line = _set_command(comparison.eval_set, model, record)
+            if line is not None:
+                commands.setdefault(line, []).append(_eval_of(record))
+        if not commands:
+            shown = '<span class="missing">no record names its command</span>'
+        elif len(commands) == 1:
+            shown = _command_html(next(iter(commands)))
+        else:  # the evals ran with other arguments: say which ran with which
+            shown = "<br>".join(
+                f"{_command_html(line)} <span class=detail>for "
+                f"{html.escape(', '.join(evals))}</span>"
+                for line, evals in commands.items()
+            )
+        rows.append(
+            f'<tr><th><i class="swatch" style="background:{color(i)}"></i>'
+            f'<span class="name">{_name_html(model)}</span></th>'
+            f"<td class=when>{html.escape(_span(records))}</td><td>{shown}</td></tr>"
+        )
+    return (
+        '<table id="runs"><thead><tr><th>model</th><th>run</th><th>command</th></tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _set_command(eval_set: str, model: str, record: Record) -> tuple[str, ...] | None:
+    """`oaievalset MODEL SET ARGS...` from the record's `oaieval MODEL EVAL ARGS...`."""
+    command = record.command
+    if not command:
+        return None
+    if len(command) >= 3 and command[1] == model:
+        return ("oaievalset", model, eval_set, *command[3:])
+    return tuple(command)  # not the shape oaievalset runs: show it as it is
+
+
+def _command_html(command: tuple[str, ...]) -> str:
+    """A command line that wraps between its arguments only (`--max_samples` stays whole)."""
+    words = " ".join(f"<span>{html.escape(shlex.quote(w))}</span>" for w in command)
+    return f'<code class="command">{words}</code>'
+
+
+def _eval_of(record: Record) -> str:
+    name = (record.spec or {}).get("eval_name")
+    return str(name) if name else record.path.name
+
+
+def _span(records: list[Record]) -> str:
+    """When the records were made: `2024-01-31 12:00 UTC`, or a span of two times."""
+    moments = [m for r in records if r.created_at and (m := _moment(r.created_at))]
+    if not moments:
+        return "-"
+    first, last = min(moments), max(moments)
+    start = first.strftime("%Y-%m-%d %H:%M")
+    if last.strftime("%Y-%m-%d %H:%M") == start:
+        return f"{start} UTC"
+    end = last.strftime("%H:%M" if last.date() == first.date() else "%Y-%m-%d %H:%M")
+    return f"{start} to {end} UTC"
 
 
 def _chart_svg(comparison: Comparison) -> str:
-    """A bar per model for each eval's headline metric, scaled to the largest value."""
+    """For each eval, its name on a line, then a bar per model (named at its left) of the
+    headline metric, scaled to the largest value."""
     models, evals = comparison.models, comparison.evals
     values = [
         c.value for c in comparison.cells.values() if c.value is not None and math.isfinite(c.value)
@@ -120,35 +327,60 @@ def _chart_svg(comparison: Comparison) -> str:
     if not values:
         return "<p>No metric to chart yet.</p>"
     top = max(1.0, max(values))
-    bar, gap, label_width, height = 14, 10, 260, 0
-    parts = []
+    bar, gap, line = 14, 12, 18
+    # SVG text does not wrap: leave room for the longest name (about 7 px a character).
+    left = 8 + 7 * max(len(m) for m in models)
+    mixed = len(_metrics(comparison)) > 1
+    labels = {n: _chart_label(comparison, n, mixed) for n in evals}
+    width = max(left + 460, 8 + 8 * max(len(label) for label in labels.values()))
+    height, parts = 0, []
     for name in evals:
+        height += line
         parts.append(
-            f'<text x="0" y="{height + bar}" class="label">{html.escape(name[:40])}</text>'
+            f'<text x="0" y="{height - 5}" class="label">{html.escape(labels[name])}</text>'
         )
         for i, model in enumerate(models):
             cell = comparison.cell(model, name)
             value = cell.value if cell and cell.value is not None else None
             y = height + i * bar
+            parts.append(
+                f'<text x="{left - 6}" y="{y + bar - 3}" class="model">{html.escape(model)}</text>'
+            )
             if value is not None and math.isfinite(value):
-                width = max(1.0, 400 * value / top)
+                size = max(1.0, 400 * value / top)
                 parts.append(
-                    f'<rect x="{label_width}" y="{y}" width="{width:.1f}" height="{bar - 2}" '
-                    f'fill="{COLORS[i % len(COLORS)]}"><title>{html.escape(model)}: '
+                    f'<rect x="{left}" y="{y}" width="{size:.1f}" height="{bar - 2}" '
+                    f'fill="{color(i)}"><title>{html.escape(model)}: '
                     f"{value:.4g}</title></rect>"
-                    f'<text x="{label_width + width + 4:.1f}" y="{y + bar - 3}" class="value">'
+                    f'<text x="{left + size + 4:.1f}" y="{y + bar - 3}" class="value">'
                     f"{value:.3g}</text>"
+                )
+            else:
+                parts.append(
+                    f'<text x="{left + 4}" y="{y + bar - 3}" class="value">'
+                    f"{html.escape(cell.status if cell else 'not run')}</text>"
                 )
         height += bar * len(models) + gap
     legend = "".join(
-        f'<span class="key"><i style="background:{COLORS[i % len(COLORS)]}"></i>'
+        f'<span class="key"><i class="swatch" style="background:{color(i)}"></i>'
         f"{html.escape(m)}</span>"
         for i, m in enumerate(models)
     )
     return (
         f'<div class="legend">{legend}</div><svg id="chart" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{label_width + 460}" height="{height}" role="img">{"".join(parts)}</svg>'
+        f'width="{width}" height="{height}" role="img">{"".join(parts)}</svg>'
     )
+
+
+def _chart_label(comparison: Comparison, name: str, mixed: bool) -> str:
+    """The eval's name, and its metric when the evals have different ones."""
+    metric = _row_metric(comparison, name) if mixed else None
+    return f"{name} ({metric})" if metric else name
+
+
+def _chart_title(comparison: Comparison) -> str:
+    metrics = _metrics(comparison)
+    return "Headline metric per eval" + (f": {metrics[0]}" if len(metrics) == 1 else "")
 
 
 _STYLE = """
@@ -156,15 +388,22 @@ body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;
 vertical-align:top}
-#grid td.cell{min-width:120px}.detail{color:#777;font-size:12px}
+.name{overflow-wrap:normal;word-break:normal;hyphens:manual}
+#grid td.cell{min-width:120px}.detail{color:#777;font-size:12px;font-weight:normal}
+.caption{color:#555;max-width:900px}
 .s-failed,.s-timed-out,.s-incomplete{background:#fde8e8}.s-done{background:#eef8ee}
 .totals{font-weight:bold;background:#f6f6f6}
-svg text.label{font-size:12px}svg text.value{font-size:11px;fill:#444}
-.legend .key{margin-right:14px}.legend i{display:inline-block;width:10px;height:10px;
-margin-right:4px}
-#samples td{max-width:420px;white-space:pre-wrap;word-break:break-word}
+#runs td,#runs th{font-size:13px}#runs td.when{white-space:nowrap}
+code.command span{white-space:pre}
+svg text.label{font-size:12px;font-weight:600}svg text.value{font-size:11px;fill:#444}
+svg text.model{font-size:11px;fill:#555;text-anchor:end}
+.legend .key{margin-right:14px;white-space:nowrap}
+.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}
+#samples td .text{max-width:420px;white-space:pre-wrap;overflow-wrap:break-word}
+.missing{color:#999;font-style:italic}
 tr.wrong td{background:#fdf1f1}tr.errored td{background:#fff6dd}
 #controls{margin:8px 0}#controls label{margin-right:12px}.problems{color:#a33}
+#meta{color:#555;font-size:13px}#meta code{overflow-wrap:anywhere}
 """
 
 _SCRIPT = r"""
@@ -178,6 +417,23 @@ _SCRIPT = r"""
     if (text !== undefined && text !== null) e.textContent = String(text);
     if (cls) e.className = cls;
     return e;
+  }
+  function nameEl(text, tag) {
+    // A name wraps only after . - _ / or :, never inside a word.
+    var e = el(tag || "span", null, "name");
+    (String(text).match(/[^.\/_:-]*[.\/_:-]?/g) || []).forEach(function (part) {
+      if (!part) return;
+      if (e.childNodes.length) e.appendChild(document.createElement("wbr"));
+      e.appendChild(document.createTextNode(part));
+    });
+    return e;
+  }
+  function text(value) {
+    // Text of the record, or a grey note that the record does not hold it.
+    if (value === null || value === undefined) {
+      return el("span", "not in the record", "missing");
+    }
+    return document.createTextNode(value);
   }
   function find(name) {
     for (var i = 0; i < data.evals.length; i++) {
@@ -214,7 +470,9 @@ _SCRIPT = r"""
     view.textContent = "";
     if (!state.eval) return;
     var ev = find(state.eval);
-    view.appendChild(el("h2", "Samples of " + ev.name));
+    var title = el("h2", "Samples of ");
+    title.appendChild(nameEl(ev.name));
+    view.appendChild(title);
     var models = data.models.filter(function (m) { return ev.cells[m]; });
     var controls = el("div", null); controls.id = "controls";
     var pick = el("label", "Model "); controls.appendChild(pick);
@@ -233,6 +491,25 @@ _SCRIPT = r"""
       function (v) { state.filter = v; state.page = 0; draw(); }));
     view.appendChild(controls);
     var cell = ev.cells[state.model];
+    if (cell) {
+      var meta = el("p", null); meta.id = "meta";
+      [["run ", cell.when], ["command ", cell.command], ["record ", cell.record]].forEach(
+        function (item) {
+          if (!item[1]) return;
+          if (meta.childNodes.length) meta.appendChild(document.createTextNode(" \u00b7 "));
+          meta.appendChild(document.createTextNode(item[0]));
+          var code = el("code", Array.isArray(item[1]) ? null : item[1]);
+          if (Array.isArray(item[1])) {  // a command wraps between its words only
+            code.className = "command";
+            item[1].forEach(function (word, i) {
+              if (i) code.appendChild(document.createTextNode(" "));
+              code.appendChild(el("span", word));
+            });
+          }
+          meta.appendChild(code);
+        });
+      if (meta.childNodes.length) view.appendChild(meta);
+    }
     (cell ? cell.problems : []).forEach(function (p) { view.appendChild(el("p", p, "problems")); });
     var list = rows(), size = data.pageSize;
     var pages = Math.max(1, Math.ceil(list.length / size));
@@ -257,11 +534,16 @@ _SCRIPT = r"""
       var s = pair[0], o = pair[1];
       var tr = el("tr", null, s[5] ? "errored" : (s[4] === false ? "wrong" : ""));
       tr.dataset.sample = s[0];
-      [s[0], s[1], s[2], s[3], s[4] === null ? "-" : (s[4] ? "yes" : "no"),
+      var id = el("td", null, "name"); id.appendChild(nameEl(s[0])); tr.appendChild(id);
+      [s[1], s[2], s[3], s[4] === null ? "-" : (s[4] ? "yes" : "no"),
        s[5] ? "error: " + s[5] : (s[6] || "")].forEach(function (v, i) {
-        var td = el("td", v); if (i === 4) td.className = "correct"; tr.appendChild(td); });
+        var td = el("td", null, i === 3 ? "correct" : ""), box = el("div", null, "text");
+        box.appendChild(text(v)); td.appendChild(box); tr.appendChild(td);
+      });
       if (state.other) {
-        tr.appendChild(el("td", o ? o[2] : "(not run)"));
+        var theirs = el("td", null), their = el("div", null, "text");
+        their.appendChild(o ? text(o[2]) : el("span", "(not run)", "missing"));
+        theirs.appendChild(their); tr.appendChild(theirs);
         tr.appendChild(el("td", o ? (o[4] === null ? "-" : (o[4] ? "yes" : "no")) : "-"));
       }
       table.appendChild(tr);
@@ -290,9 +572,13 @@ _PAGE = """<!DOCTYPE html>
 <body>
 <h1>{title}</h1>
 <h2>Results</h2>
+<p class="caption">{metric}</p>
 {grid}
 <ul class="notes">{notes}</ul>
-<h2>Headline metric per eval</h2>
+<h2>Runs</h2>
+<p class="caption">When each model's evals ran, and the command, as their records give it.</p>
+{runs}
+<h2>{chart_title}</h2>
 {chart}
 <div id="drill"><p>Click an eval to see its samples.</p></div>
 <script type="application/json" id="data">{data}</script>
