@@ -38,7 +38,8 @@ def _no_nan(text: str) -> Any:
 
 def read_record(path: Path) -> list[dict[str, Any]]:
     """Every line of a record, refusing NaN and Infinity as JSON does."""
-    return [json.loads(line, parse_constant=_no_nan) for line in path.read_text().splitlines()]
+    lines = path.read_text().split("\n")  # a U+2028 inside a string does not end a line
+    return [json.loads(line, parse_constant=_no_nan) for line in lines if line]
 
 
 @pytest.fixture
@@ -316,3 +317,37 @@ def test_several_completion_functions_are_refused_by_a_one_model_eval(
     code, _ = run_eval(registry, tmp_path, model="dummy,dummy")
     assert code == 2
     assert "Match takes one completion function, got 2" in capsys.readouterr().err
+
+
+def test_an_answer_with_a_lone_surrogate_is_recorded_as_valid_json(
+    registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server sends `"\ud800"` (valid JSON); the client decodes it to a lone surrogate,
+    # which UTF-8 cannot hold: the record keeps its escape instead of failing the eval.
+    chat = ChatServer(answer_fn=lambda r: "Paris\ud800!", models=("test-model",)).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", chat.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    try:
+        code, record = run_eval(registry, tmp_path)
+    finally:
+        chat.stop()
+    assert code == 0
+    assert "\\ud800" in record.read_text(encoding="utf-8")
+    sampled = [
+        line["data"]["sampled"] for line in read_record(record) if line.get("type") == "match"
+    ]
+    assert sampled and all(s == "Paris\ud800!" for s in sampled)
+
+
+def test_a_line_separator_inside_a_sample_string_does_not_end_the_line(
+    server: ChatServer, registry: Path, tmp_path: Path
+) -> None:
+    samples = registry / "data" / "qa" / "samples.jsonl"
+    lines = [json.loads(line) for line in samples.read_text().splitlines()]
+    lines[0]["input"][0]["content"] = "Be\u2028brief.\u2029"
+    samples.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in lines))
+    code, record = run_eval(registry, tmp_path)
+    assert code == 0
+    assert len([line for line in read_record(record) if line.get("type") == "match"]) == 4
+    systems = sorted(r["messages"][0]["content"] for r in server.requests)
+    assert systems == ["Be brief."] * 3 + ["Be\u2028brief.\u2029"]

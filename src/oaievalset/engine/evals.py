@@ -288,7 +288,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if text.startswith("version https://git-lfs"):
         raise EngineError(f"{path}: is a Git LFS pointer, not the data; run 'git lfs pull'")
     samples = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n only: U+2028 and the like may stand inside a JSON string.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -41,7 +41,12 @@ def json_safe(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(json_safe(value), ensure_ascii=False, allow_nan=False)
+    """One line of JSON. A lone surrogate (a server may send `"\\ud800"`) cannot be written
+    as UTF-8: it becomes its JSON escape again, as it only ever stands inside a string."""
+    text = json.dumps(json_safe(value), ensure_ascii=False, allow_nan=False)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
