@@ -3,6 +3,7 @@ bare shell loop, measured side by side in one run, printed as ratios.
 
     python bench/run.py                 # everything
     python bench/run.py startup engine  # some sections
+    BASELINE=REV python bench/run.py baseline   # this checkout against an earlier revision
 
 The original is installed once into bench/.work/original (its own virtual environment, as
 SPEC.md says: `pip install --no-deps evals==3.0.1.post1` plus what its import needs), or taken
@@ -565,6 +566,71 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def baseline_venv(rev: str) -> Path:
+    """oaievalset as of a git revision, installed once into its own virtual environment."""
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    venv = WORK / f"baseline-{sha[:12]}"
+    if not (venv / "bin" / "oaievalset").exists():
+        source = WORK / f"baseline-src-{sha[:12]}"
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True)
+    say(f"(the baseline: {rev} = {sha[:12]}, in {venv})")
+    return venv
+
+
+def bench_baseline(rounds: int = 7) -> None:
+    """This checkout against an earlier revision of itself (BASELINE, default origin/main or
+    HEAD~1): start-up, planning the openai/evals registry's `test` set with /bin/true
+    children, and the overhead of 200 /bin/true evals."""
+    from openai_registry import openai_evals_registry
+
+    rev = os.environ.get("BASELINE", "HEAD~1")
+    base = baseline_venv(rev)
+    for command in ("oaievalset", "oaieval"):
+        ours, theirs = side_by_side(
+            lambda c=command: timed([str(OURS_BIN / c), "--help"]),  # type: ignore[misc]
+            lambda c=command: timed([str(base / "bin" / c), "--help"]),  # type: ignore[misc]
+            rounds,
+        )
+        say(
+            f"{f'{command} --help:':31}this {ours * 1000:7.0f} ms   {rev} "
+            f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f}"
+        )
+    upstream = openai_evals_registry(WORK)
+    env = with_path(fake_bin("true"))
+    run = ["dummy", "test", "--registry_path", str(upstream), "--no-resume"]
+    ours, theirs = side_by_side(
+        lambda: timed([str(OURS_BIN / "oaievalset"), *run], env),
+        lambda: timed([str(base / "bin" / "oaievalset"), *run], env),
+        rounds,
+    )
+    say(
+        f"{'openai/evals set test (19):':31}this {ours * 1000:7.0f} ms   {rev} "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f}"
+    )
+    root = generated_registry(500, 50)
+    few = root / "eval_sets" / "first200.yaml"
+    if not few.exists():
+        few.write_text('gen-first200:\n  evals: ["gen0000*", "gen0001*"]\n')
+    run = ["dummy", "gen-first200", "--registry_path", str(root), "--no-resume"]
+    ours, theirs = side_by_side(
+        lambda: timed([str(OURS_BIN / "oaievalset"), *run], env),
+        lambda: timed([str(base / "bin" / "oaievalset"), *run], env),
+        max(3, rounds // 2),
+    )
+    say(
+        f"{'200 /bin/true evals:':31}this {ours * 1000:7.0f} ms   {rev} "
+        f"{theirs * 1000:7.0f} ms   ratio {ours / theirs:.3f} "
+        f"({(ours - theirs) / 200 * 1000:+.2f} ms per eval)"
+    )
+
+
 SECTIONS: dict[str, Callable[[], None]] = {
     "startup": lambda: bench_startup(rounds=7),
     "plan": lambda: bench_plan(rounds=5),
@@ -577,11 +643,13 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "slurm": bench_slurm,
     "ray": bench_ray,
     "install": bench_install,
+    "baseline": bench_baseline,  # not in the default run: BASELINE=REV python bench/run.py baseline
 }
+DEFAULT = [name for name in SECTIONS if name != "baseline"]
 
 
 def main(argv: Sequence[str]) -> int:
-    chosen = list(argv) or list(SECTIONS)
+    chosen = list(argv) or DEFAULT
     unknown = [name for name in chosen if name not in SECTIONS]
     if unknown:
         say(f"unknown section(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
