@@ -14,10 +14,10 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.commands import Command, command_id
-from oaievalset.executors.base import STOP_GRACE, Ended, Executor, Job, JobSpec, describe_exit
+from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.outcome import read_outcome
 from oaievalset.present.view import View
 from oaievalset.records import Usage
@@ -35,6 +35,9 @@ from oaievalset.results import (
 )
 from oaievalset.state.journal import CommandState
 from oaievalset.state.progress import ProgressFile
+
+if TYPE_CHECKING:
+    from oaievalset.executors.base import Executor, Job
 
 # Result is the runner's product: tests and the Python API take it from here.
 __all__ = ["Interrupted", "Result", "RunOptions", "execute"]

@@ -26,19 +26,6 @@ class JobSpec(NamedTuple):
     env: Mapping[str, str] | None = None  # its environment; None: this process's own
 
 
-class Job(Protocol):
-    """A started eval."""
-
-    @property
-    def where(self) -> str | None:
-        """The node or job that runs it, when the executor can say; else None."""
-        ...
-
-    def terminate(self) -> None: ...
-
-    def kill(self) -> None: ...
-
-
 class Ended(NamedTuple):
     """What comes back from an eval: its exit code, and where its record is when the
     executor moved it (else the log says, as `oaieval` logs it), where it ran, and why it
@@ -51,34 +38,50 @@ class Ended(NamedTuple):
     reason: str | None = None
 
 
-class Executor(Protocol):
-    """Starts evals and reports those that have ended.
+# The protocols are for the type checker alone: building Protocol classes at every start
+# would cost `oaievalset --help` a millisecond or two, and nothing checks them at run time.
+if TYPE_CHECKING:
 
-    This is the seam where another engine (a cluster, a queue) takes over: the runner only
-    starts jobs, waits for endings and asks for a stop. Whatever runs the eval, its output
-    must reach `spec.log`, which the runner reads for the final report.
-    """
+    class Job(Protocol):
+        """A started eval."""
 
-    def start(self, spec: JobSpec) -> Job:
-        """Start an eval."""
-        ...
+        @property
+        def where(self) -> str | None:
+            """The node or job that runs it, when the executor can say; else None."""
+            ...
 
-    def wait(self, timeout: float | None) -> list[Ended]:
-        """The jobs that ended; [] if none did within timeout."""
-        ...
+        def terminate(self) -> None: ...
 
-    def close(self) -> None:
-        """Release what the executor holds; called when no job runs any more."""
-        ...
+        def kill(self) -> None: ...
 
-    def adopt(self, spec: JobSpec) -> Job | None:
-        """A job of this eval that a driver which died left running or ended (a cluster
-        keeps it), to wait for instead of starting the eval again; None if there is none."""
-        ...
+    class Executor(Protocol):
+        """Starts evals and reports those that have ended.
 
-    def default_jobs(self, evals: int) -> int:
-        """How many evals run at once when -j is not given, for `evals` evals to run."""
-        ...
+        This is the seam where another engine (a cluster, a queue) takes over: the runner only
+        starts jobs, waits for endings and asks for a stop. Whatever runs the eval, its output
+        must reach `spec.log`, which the runner reads for the final report.
+        """
+
+        def start(self, spec: JobSpec) -> Job:
+            """Start an eval."""
+            ...
+
+        def wait(self, timeout: float | None) -> list[Ended]:
+            """The jobs that ended; [] if none did within timeout."""
+            ...
+
+        def close(self) -> None:
+            """Release what the executor holds; called when no job runs any more."""
+            ...
+
+        def adopt(self, spec: JobSpec) -> Job | None:
+            """A job of this eval that a driver which died left running or ended (a cluster
+            keeps it), to wait for instead of starting the eval again; None if there is none."""
+            ...
+
+        def default_jobs(self, evals: int) -> int:
+            """How many evals run at once when -j is not given, for `evals` evals to run."""
+            ...
 
 
 class Defaults:

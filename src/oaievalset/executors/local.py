@@ -14,7 +14,6 @@ from oaievalset.executors.base import (
     STOP_GRACE,
     Defaults,
     Ended,
-    Job,
     JobSpec,
     find_executable,
     not_found,
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
     import argparse
     import subprocess
     from pathlib import Path
+
+    from oaievalset.executors.base import Job
 
 # Every run parses the flags of every backend, so backend modules import what they run with
 # (subprocess, selectors, threading) where they use it: `oaievalset --help` stays fast.
