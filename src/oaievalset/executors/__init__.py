@@ -24,7 +24,7 @@ def backend(name: str) -> ModuleType:
     """The module of a backend named in BACKENDS."""
     # __import__ rather than importlib.import_module: the importlib package is not loaded
     # at start-up, and loading it would cost every command a millisecond.
-    return __import__(BACKENDS[name], fromlist=["NAME"])  # type: ignore[no-any-return]
+    return __import__(BACKENDS[name], fromlist=["NAME"])
 
 
 def add_arguments(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
