@@ -61,7 +61,7 @@ def side_by_side(
 
 
 def original_venv() -> Path:
-    from openai_registry import original_venv as installed
+    from helpers.openai_registry import original_venv as installed
 
     say("(the original: ORIGINAL_VENV, or installed once into bench/.work/original)")
     return installed(WORK)
@@ -153,7 +153,7 @@ def bench_startup(rounds: int) -> None:
 
 
 def bench_plan(rounds: int) -> None:
-    from openai_registry import openai_evals_registry
+    from helpers.openai_registry import openai_evals_registry
 
     venv = original_venv()
     upstream = openai_evals_registry(WORK)
@@ -308,7 +308,7 @@ def _server_env(server: Any) -> dict[str, str]:
 
 
 def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     venv = original_venv()
     root, answers = _qa_registry(samples)
@@ -334,7 +334,7 @@ def bench_unhealthy(rounds: int = 3, samples: int = 40, latency: float = 0.05) -
     requests (429 and 500, no Retry-After), and one that answers 429 to everything for
     3 s (with Retry-After: 1) and then recovers. Each result is checked against the
     healthy one."""
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     root, answers = _qa_registry(samples)
     kinds: dict[str, dict[str, Any]] = {
@@ -433,7 +433,7 @@ def set_registry(name: str, count: int) -> Path:
 def bench_slurm(count: int = 16, jobs: int = 2) -> None:
     """Overhead per eval of --executor slurm against local processes: the same evals (a
     fake oaieval that sleeps 0.5 s) at the same -j, on a two-node cluster of this machine."""
-    from slurm_cluster import Cluster, available
+    from helpers.slurm_cluster import Cluster, available
 
     why = available()
     if why is not None:
@@ -478,7 +478,7 @@ def bench_ray(count: int = 8, sleep: float = 2.0, jobs: int = 6) -> None:
     local = timed([str(OURS_BIN / "oaievalset"), *argv], env)
     args = json.dumps({"oaievalset": str(OURS_BIN / "oaievalset"),
                        "argv": [*argv, "--executor", "ray"], "env": {}})  # fmt: skip
-    scenario = ROOT / "tests" / "ray_scenario.py"
+    scenario = ROOT / "tests" / "helpers" / "ray_scenario.py"
     done = subprocess.run(
         ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" '
          f'"{scenario}" plain "$0"', args],
@@ -588,7 +588,7 @@ def bench_baseline(rounds: int = 7) -> None:
     """This checkout against an earlier revision of itself (BASELINE, default origin/main or
     HEAD~1): start-up, planning the openai/evals registry's `test` set with /bin/true
     children, and the overhead of 200 /bin/true evals."""
-    from openai_registry import openai_evals_registry
+    from helpers.openai_registry import openai_evals_registry
 
     rev = os.environ.get("BASELINE", "HEAD~1")
     base = baseline_venv(rev)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer
-from conftest import run_cli
-from test_engine import read_record
+from helpers.chat_server import ChatServer
+from helpers.fake import run_cli
+from helpers.records import read_record
 
 from oaievalset.engine.cli import main as oaieval
 from oaievalset.engine.modelgraded import INVALID, chat_to_text, parse_choice, score_of

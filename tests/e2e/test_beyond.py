@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REG1, Fake, progress_file, run_cli
+from helpers.fake import REG1, Fake, progress_file, run_cli
 
 from oaievalset.cli import get_parser, main
 
@@ -271,7 +271,7 @@ def test_a_tty_gets_a_live_line_and_a_pipe_does_not(fake: Fake) -> None:
     import pty
     import subprocess
 
-    from conftest import oaievalset_exe
+    from helpers.fake import oaievalset_exe
 
     leader, follower = pty.openpty()
     proc = subprocess.Popen(

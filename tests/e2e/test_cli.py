@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REG1, REG2, Fake, progress_file
+from helpers.fake import REG1, REG2, Fake, progress_file
 
 from oaievalset.cli import main
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer
-from openai_registry import original_venv
+from helpers.chat_server import ChatServer
+from helpers.openai_registry import original_venv
 
 MODEL = "gpt-4-test"  # a name the original takes for a chat model without asking the server
 SAMPLES = 8

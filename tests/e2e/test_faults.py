@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REG1, Fake, progress_file, run_cli
+from helpers.fake import REG1, Fake, progress_file, run_cli
+from helpers.processes import alive, start
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_processes import alive, start
 
 from oaievalset.cli import main
 

@@ -86,8 +86,8 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
     server = None
     try:
         if scenario == "engine":
-            sys.path.insert(0, str(Path(__file__).parent))
-            from chat_server import ChatServer
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from helpers.chat_server import ChatServer
 
             server = ChatServer(answer_fn=lambda r: "Mars", models=("m",)).start()
             env.update({"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-ray"})

@@ -6,53 +6,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from conftest import REG1, Fake, oaievalset_exe, progress_file, run_cli
+from helpers.fake import REG1, Fake, progress_file, run_cli
+from helpers.processes import alive, recorded_keys, start, started_pids, wait_for
 
 R1 = ["--registry_path", str(REG1)]
-
-
-def alive(pid: int) -> bool:
-    """Whether a process runs (a zombie waiting to be reaped does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
-
-
-def start(args: list[str], env: dict[str, str], new_session: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [oaievalset_exe(), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-        start_new_session=new_session,
-    )
-
-
-def recorded_keys(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)[2] for line in path.read_text().splitlines() if line.strip()]
-
-
-def started_pids(fake: Fake, key: str) -> list[int]:
-    return [int(e["pid"]) for e in fake.events() if e["event"] == "start" and e["argv"][1] == key]
 
 
 @pytest.mark.parametrize(
@@ -179,3 +141,20 @@ def test_an_eval_held_by_a_killed_process_is_reported_and_run_next_time(
     result = run_cli(["dummy", "zz-glob", *R1])
     assert result.returncode == 0, result.stderr
     assert fake.keys().count("zz-b.dev.v0") == 2 and len(fake.keys()) == 5
+
+
+def test_the_signal_tests_hold_when_the_suite_runs_as_a_background_job() -> None:
+    """`pytest &` from a shell starts with SIGINT ignored, which children inherit: the
+    Ctrl-C tests run that way (in a pytest of their own) must still pass."""
+    here = Path(__file__).resolve()
+    root = here.parents[2]
+    nested = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', "
+        f"'{here}', '-k', 'ctrl-c-to-group or sigint-to-parent'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", nested], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout

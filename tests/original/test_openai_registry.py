@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA, Fake
-from openai_registry import openai_evals_registry
+from helpers.fake import DATA, Fake
+from helpers.openai_registry import openai_evals_registry
 
 from oaievalset.cli import main
 from oaievalset.registry import Registry

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
-from test_processes import recorded_keys, start, started_pids, wait_for
+from helpers.fake import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
+from helpers.processes import recorded_keys, start, started_pids, wait_for
 
 from oaievalset.present.view import status_line
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer
-from conftest import run_cli
+from helpers.chat_server import ChatServer
+from helpers.fake import run_cli
 
 CHROMIUM = os.environ.get("OAIEVALSET_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
 MODELS = ("dummy", "model-a", "org/model-b")
@@ -302,7 +302,7 @@ def test_missing_cut_and_unreadable_records_are_shown_not_fatal(
 def test_a_record_written_by_the_originals_oaieval_is_read(
     browser: Any, tmp_path: Path, test_cache: Path
 ) -> None:
-    from openai_registry import original_venv
+    from helpers.openai_registry import original_venv
 
     try:
         venv = original_venv(test_cache)

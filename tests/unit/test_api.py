@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import REG1, Fake
+from helpers.fake import REG1, Fake
 
 import oaievalset
 from oaievalset import OaiEvalSetArguments, Registry, get_parser, run

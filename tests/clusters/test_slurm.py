@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chat_server import ChatServer
-from conftest import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
-from slurm_cluster import Cluster, alive, available
-from test_processes import recorded_keys, start, wait_for
+from helpers.chat_server import ChatServer
+from helpers.fake import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
+from helpers.processes import recorded_keys, start, wait_for
+from helpers.slurm_cluster import Cluster, alive, available
 
 R1 = ["--registry_path", str(REG1)]
 R3 = ["--registry_path", str(DATA / "reg3")]

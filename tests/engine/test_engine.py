@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer
+from helpers.chat_server import ChatServer
+from helpers.records import read_record
 
 from oaievalset.engine.cli import main as oaieval
 
@@ -30,16 +31,6 @@ QUESTIONS = {
     "Colour of the sky?": "Blue",
     "Opposite of up?": "Down",
 }
-
-
-def _no_nan(text: str) -> Any:
-    raise ValueError(f"not JSON: {text}")
-
-
-def read_record(path: Path) -> list[dict[str, Any]]:
-    """Every line of a record, refusing NaN and Infinity as JSON does."""
-    lines = path.read_text().split("\n")  # a U+2028 inside a string does not end a line
-    return [json.loads(line, parse_constant=_no_nan) for line in lines if line]
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Fake, oaievalset_exe, progress_file
-from slurm_cluster import alive
-from test_processes import recorded_keys
+from helpers.fake import DATA, Fake, oaievalset_exe, progress_file
+from helpers.processes import recorded_keys
+from helpers.slurm_cluster import alive
 
 R3 = ["--registry_path", str(DATA / "reg3")]
 EIGHT = [f"ee-{i}.dev.v0" for i in range(1, 9)]
-SCENARIO = Path(__file__).with_name("ray_scenario.py")
+SCENARIO = Path(__file__).resolve().parents[1] / "helpers" / "ray_scenario.py"
 
 
 def why_not() -> str | None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import REG1
+from helpers.fake import REG1
 
 from oaievalset import yamlio
 from oaievalset.registry import Registry, pattern_to_regex

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_server import ChatServer
-from test_engine import read_record
+from helpers.chat_server import ChatServer
+from helpers.records import read_record
 
 from oaievalset.engine.cli import main as oaieval
 from oaievalset.engine.recorder import sum_usage

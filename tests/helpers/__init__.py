@@ -1,0 +1,1 @@
+"""What the tests share: a fake oaieval, real processes, servers and clusters."""

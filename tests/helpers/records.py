@@ -1,0 +1,17 @@
+"""An engine's JSONL record, read strictly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _no_nan(text: str) -> Any:
+    raise ValueError(f"not JSON: {text}")
+
+
+def read_record(path: Path) -> list[dict[str, Any]]:
+    """Every line of a record, refusing NaN and Infinity as JSON does."""
+    lines = path.read_text().split("\n")  # a U+2028 inside a string does not end a line
+    return [json.loads(line, parse_constant=_no_nan) for line in lines if line]
