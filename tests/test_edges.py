@@ -361,3 +361,64 @@ def test_two_runs_at_once_each_keep_their_own_report(fake: Fake, isolated: Path)
     assert sorted(r["pid"] for r in runs) == sorted([first.pid, second.pid])
     latest = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
     assert latest in runs
+
+
+# -- a closed stdout, a read-only state folder, empty comparisons and sets -------------------
+
+
+def run_with_stdout_closed(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run oaievalset as `oaievalset ARGS >&-`: its stdout is not a pipe nobody reads, it
+    is no descriptor at all."""
+    return subprocess.run(
+        ["sh", "-c", '"$0" "$@" >&-', oaievalset_exe(), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_run_with_stdout_closed_runs_every_eval_and_says_so_once(
+    fake: Fake, isolated: Path
+) -> None:
+    result = run_with_stdout_closed(["dummy", "zz-glob", *R1])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    closed = [line for line in result.stderr.splitlines() if "standard output was closed" in line]
+    assert closed == [
+        "oaievalset: standard output was closed; the evals go on, and the summary still goes "
+        "to stderr and to report.json"
+    ]
+    assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == [
+        "zz-b.dev.v0",
+        "zz-a.dev.v0",
+        "zz-c.dev.v0",
+        "zz-x1.v0",
+    ]
+    assert re.search(r"^zz-x1\.v0\s+done", result.stderr, re.M), result.stderr  # the table
+    report = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
+    assert report["counts"] == {"done": 4}
+
+
+def test_a_failing_run_with_stdout_closed_keeps_its_exit_code(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-a.dev.v0=3")
+    result = run_with_stdout_closed(["dummy", "zz-glob", *R1])
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--list"], ["--list", "zz-glob", *R1], ["--version"], ["--compare", "zz-glob", "--json"]],
+)
+def test_the_other_commands_with_stdout_closed_exit_0_with_one_line(
+    fake: Fake, args: list[str]
+) -> None:
+    if args[0] == "--compare":
+        assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    result = run_with_stdout_closed(args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("standard output was closed") == 1, result.stderr

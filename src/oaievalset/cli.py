@@ -12,7 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
-from oaievalset.present.console import GuardedStdout
+from oaievalset.present.console import LOST_NOTE, RUN_NOTE, GuardedStdout
 from oaievalset.version import VersionAction
 
 if TYPE_CHECKING:
@@ -306,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `oaievalset` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    # A closed stdout (`oaievalset ... | head -1`) must not cost the evals under way.
-    stdout, sys.stdout = sys.stdout, GuardedStdout(sys.stdout, PROG)
+    # A closed stdout (`oaievalset ... | head -1`, or `>&-`) must not cost the evals under way.
+    stdout = sys.stdout
+    guarded = GuardedStdout(stdout, PROG, LOST_NOTE)
+    sys.stdout = guarded
     try:
         if _wants("--list", argv):
             return _list_main(argv)
@@ -319,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_main(argv)
         if args.json and not args.plan:
             parser.error("--json goes with --plan or --list")
+        if not args.plan:
+            guarded.note = RUN_NOTE
         return run(args, unknown)
     except OaiEvalSetError as exc:
         sys.stdout.flush()
