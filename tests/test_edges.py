@@ -422,3 +422,76 @@ def test_the_other_commands_with_stdout_closed_exit_0_with_one_line(
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.count("standard output was closed") == 1, result.stderr
+
+
+def read_only_mounts() -> str | None:
+    """Why a folder cannot be made read-only for a child here, or None: root ignores
+    permission bits, so the child sees the folder through a read-only bind mount in a mount
+    namespace of its own (unshare -m, as root)."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "unshare is not installed"
+    probe = subprocess.run(
+        [unshare, "-m", "sh", "-c", "mount --bind / /mnt && mount -o remount,bind,ro /mnt"],
+        capture_output=True,
+    )
+    if probe.returncode:
+        return "a read-only bind mount needs a mount namespace (unshare -m, as root)"
+    return None
+
+
+def run_in_read_only(folder: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """oaievalset ARGS, with `folder` read-only to it (and writable to everyone else)."""
+    script = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 97; '
+        'if touch "$1/.probe" 2>/dev/null; then exit 98; fi; '
+        'shift; exec "$0" "$@"'
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, oaievalset_exe(), str(folder), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(read_only_mounts() is not None, reason=str(read_only_mounts()))
+def test_the_plan_of_a_read_only_state_folder_reads_it_and_writes_nothing(
+    fake: Fake, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oaievalset.commands import command_id
+
+    monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-a.dev.v0=3,zz-x1.v0=3")
+    assert run_cli(["dummy", "zz-glob", *R1, "--no-exit-on-error"]).returncode == 1
+    monkeypatch.delenv("FAKE_OAIEVAL_EXIT")
+    state_dir = isolated / "dummy.zz-glob.progress.d"
+    claim = state_dir / "claims" / f"{command_id(['oaieval', 'dummy', 'zz-x1.v0', *R1])}.lock"
+    # Another process runs zz-x1.v0 again: it holds its claim.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+            str(claim),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = sorted((p, p.stat().st_mtime_ns) for p in isolated.rglob("*"))
+        result = run_in_read_only(isolated, ["dummy", "zz-glob", *R1, "--plan"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert f"  done     oaieval dummy zz-b.dev.v0 {' '.join(R1)}" in lines
+    assert f"  failed   oaieval dummy zz-a.dev.v0 {' '.join(R1)}" in lines
+    assert f"  running  oaieval dummy zz-x1.v0 {' '.join(R1)}" in lines
+    assert lines[-1] == "2 of 4 to run."
+    assert sorted((p, p.stat().st_mtime_ns) for p in isolated.rglob("*")) == before
