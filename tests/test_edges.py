@@ -495,3 +495,46 @@ def test_the_plan_of_a_read_only_state_folder_reads_it_and_writes_nothing(
     assert f"  running  oaieval dummy zz-x1.v0 {' '.join(R1)}" in lines
     assert lines[-1] == "2 of 4 to run."
     assert sorted((p, p.stat().st_mtime_ns) for p in isolated.rglob("*")) == before
+
+
+def test_comparing_models_that_never_ran_the_set_is_a_one_line_error_and_no_page(
+    fake: Fake, isolated: Path
+) -> None:
+    page = isolated / "zz-order.compare.html"
+    nobody = run_cli(["--compare", "zz-order", "--models", "gpt-4"])
+    assert nobody.returncode == 2
+    assert nobody.stderr.splitlines() == [
+        f"oaievalset: error: model gpt-4 has not run eval set 'zz-order' (nothing of it in "
+        f"{isolated}); run it first"
+    ]
+    assert run_cli(["dummy", "zz-order", *R1]).returncode == 0
+    others = run_cli(["--compare", "zz-order", "--models", "gpt-4,gpt-4o", "--json"])
+    assert others.returncode == 2 and others.stdout == ""
+    assert others.stderr.splitlines() == [
+        f"oaievalset: error: none of gpt-4, gpt-4o has run eval set 'zz-order' (nothing of it "
+        f"in {isolated}); these have: dummy"
+    ]
+    assert not page.exists()
+    assert run_cli(["--compare", "zz-order", "--models", "dummy"]).returncode == 0
+    assert page.exists()
+
+
+def test_the_comparison_lists_models_in_order_and_says_how_to_leave_one_out(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-b.dev.v0=1")
+    # b-model recorded nothing: it has a state folder and no progress file.
+    assert run_cli(["b-model", "zz-order", *R1]).returncode == 1
+    monkeypatch.delenv("FAKE_OAIEVAL_EXIT")
+    for model in ("c-model", "a-model"):
+        assert run_cli([model, "zz-order", *R1]).returncode == 0
+    done = run_cli(["--compare", "zz-order", "--json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["models"] == ["a-model", "b-model", "c-model"]
+    assert (
+        "oaievalset: comparing every model that has run zz-order (a-model, b-model, c-model); "
+        "to leave one out, name the others: --models b-model,c-model"
+    ) in done.stderr.splitlines()
+    chosen = run_cli(["--compare", "zz-order", "--models", "c-model,a-model", "--json"])
+    assert json.loads(chosen.stdout)["models"] == ["c-model", "a-model"]
+    assert "to leave one out" not in chosen.stderr

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
+from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError, UsageError
 from oaievalset.present.console import LOST_NOTE, RUN_NOTE, GuardedStdout
 from oaievalset.version import VersionAction
 
@@ -266,6 +266,15 @@ def _compare_main(argv: Sequence[str]) -> int:
     models = [m for m in (args.models or "").split(",") if m]
     base = Path(progress_dir())
     grid = compare.compare(args.compare, base, models, prices)
+    if not grid.cells:  # a page and a grid of nothing would look like a result
+        raise UsageError(compare.nothing_to_compare(args.compare, base, models))
+    if not models and len(grid.models) > 1:
+        print(
+            f"{PROG}: comparing every model that has run {args.compare} "
+            f"({', '.join(grid.models)}); to leave one out, name the others: "
+            f"--models {','.join(grid.models[1:])}",
+            file=sys.stderr,
+        )
     form = "json" if args.json else args.format
     writers = {
         "text": show.as_text,
