@@ -234,7 +234,9 @@ def _list_main(argv: Sequence[str]) -> int:
         for spec in resolution.evals:
             print(spec.key)
         for pattern in resolution.unmatched:
-            print(f"{PROG}: warning: '{pattern}' matches no eval", file=sys.stderr)
+            close = registry.closest_eval_names(pattern)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            print(f"{PROG}: warning: '{pattern}' matches no eval{hint}", file=sys.stderr)
     return EXIT_OK
 
 
