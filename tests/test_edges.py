@@ -538,3 +538,40 @@ def test_the_comparison_lists_models_in_order_and_says_how_to_leave_one_out(
     chosen = run_cli(["--compare", "zz-order", "--models", "c-model,a-model", "--json"])
     assert json.loads(chosen.stdout)["models"] == ["c-model", "a-model"]
     assert "to leave one out" not in chosen.stderr
+
+
+# -- argument errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dummy", "zz-order", "-j", "0"], "argument -j/--jobs: must be 1 or more, got 0"),
+        (
+            ["dummy", "zz-order", "--timeout", "-1"],
+            "argument --timeout: must be a positive number of seconds, got -1",
+        ),
+        (["dummy"], "the following arguments are required: eval_set"),
+    ],
+)
+def test_an_argument_error_is_one_line_with_a_hint_to_help(
+    fake: Fake, args: list[str], message: str
+) -> None:
+    result = run_cli(args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"oaievalset: error: {message}; see 'oaievalset --help'"
+    ]
+    assert result.stdout == "" and fake.started() == []
+
+
+def test_json_and_another_format_of_a_comparison_is_an_error(fake: Fake) -> None:
+    assert run_cli(["dummy", "zz-order", *R1]).returncode == 0
+    result = run_cli(["--compare", "zz-order", "--json", "--format", "csv"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "oaievalset --compare: error: --json and --format csv ask for two formats; give one of "
+        "them; see 'oaievalset --compare --help'"
+    ]
+    both = run_cli(["--compare", "zz-order", "--json", "--format", "json"])
+    assert both.returncode == 0 and json.loads(both.stdout)["models"] == ["dummy"]

@@ -9,9 +9,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError, UsageError
+from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OaiEvalSetError, UsageError
 from oaievalset.present.console import LOST_NOTE, RUN_NOTE, GuardedStdout
 from oaievalset.version import VersionAction
 
@@ -47,6 +47,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with only the line that matters for a bad argument (no usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def get_parser() -> argparse.ArgumentParser:
     """The original's parser, plus our own flags.
 
@@ -54,7 +61,7 @@ def get_parser() -> argparse.ArgumentParser:
     would capture an argument meant for the eval), nor like `--re`, `--no`, `--exit`, so
     that the original's abbreviations keep their meaning.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Run every eval of an eval set against one model, with resume.",
         epilog="Any other argument is passed, in order, to every oaieval command. "
@@ -201,7 +208,7 @@ def _list_main(argv: Sequence[str]) -> int:
     from oaievalset.present import plan as show
     from oaievalset.registry import Registry
 
-    parser = argparse.ArgumentParser(prog=f"{PROG} --list", allow_abbrev=False)
+    parser = _Parser(prog=f"{PROG} --list", allow_abbrev=False)
     parser.add_argument("--list", nargs="?", const="", default="")
     parser.add_argument("--registry_path", action="append", default=None)
     parser.add_argument("--json", action="store_true")
@@ -251,7 +258,7 @@ def _compare_main(argv: Sequence[str]) -> int:
     from oaievalset.prices import load_prices
     from oaievalset.state.progress import progress_dir
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"{PROG} --compare",
         allow_abbrev=False,
         description="Compare the models that have run an eval set: a grid of eval by "
@@ -260,10 +267,12 @@ def _compare_main(argv: Sequence[str]) -> int:
     parser.add_argument("--compare", metavar="SET", required=True)
     parser.add_argument("--models", help="Models to compare, comma-separated (default: all).")
     parser.add_argument("--json", action="store_true", help="The same as --format json.")
-    parser.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text")
+    parser.add_argument("--format", choices=("text", "json", "csv", "markdown"), default=None)
     parser.add_argument("--prices", metavar="FILE", help="Prices per million tokens, per model.")
     parser.add_argument("--html", metavar="PATH", help="Where to write the page.")
     args = parser.parse_args(argv)
+    if args.json and args.format not in (None, "json"):
+        parser.error(f"--json and --format {args.format} ask for two formats; give one of them")
     prices = load_prices(args.prices) if args.prices else None
     models = [m for m in (args.models or "").split(",") if m]
     base = Path(progress_dir())
@@ -277,7 +286,7 @@ def _compare_main(argv: Sequence[str]) -> int:
             f"--models {','.join(grid.models[1:])}",
             file=sys.stderr,
         )
-    form = "json" if args.json else args.format
+    form = "json" if args.json else args.format or "text"
     writers = {
         "text": show.as_text,
         "json": show.as_json,
