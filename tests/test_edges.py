@@ -575,3 +575,61 @@ def test_json_and_another_format_of_a_comparison_is_an_error(fake: Fake) -> None
     ]
     both = run_cli(["--compare", "zz-order", "--json", "--format", "json"])
     assert both.returncode == 0 and json.loads(both.stdout)["models"] == ["dummy"]
+
+
+# -- arguments meant for oaieval -------------------------------------------------------------
+
+
+def ours_first_on_path() -> dict[str, str]:
+    """An environment in which the `oaieval` found is this package's console script."""
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (
+            ["--max-samples", "2"],
+            "--max-samples is not an option of oaievalset, nor of the oaieval it is passed to; "
+            "did you mean --max_samples?",
+        ),
+        (
+            ["--time-out", "5"],
+            "--time-out is not an option of oaievalset, nor of the oaieval it is passed to; "
+            "did you mean --timeout?",
+        ),
+        (
+            ["--max_samples", "two"],
+            "oaieval would refuse its arguments: argument --max_samples: invalid int value: 'two'",
+        ),
+    ],
+)
+def test_arguments_our_oaieval_would_refuse_are_refused_before_anything_runs(
+    isolated: Path, flag: list[str], message: str
+) -> None:
+    result = run_cli(["dummy", "test-basic", *flag], ours_first_on_path())
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"oaievalset: error: {message}"]
+    assert result.stdout == "" and not isolated.exists()
+
+
+def test_arguments_our_oaieval_takes_still_run(isolated: Path) -> None:
+    result = run_cli(
+        ["dummy", "test-basic", "--max_samples", "2", "--seed", "3"], ours_first_on_path()
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(recorded_keys(progress_file(isolated, "dummy", "test-basic"))) == 4
+
+
+def test_another_oaieval_gets_any_argument_unchanged(fake: Fake) -> None:
+    result = run_cli(["dummy", "zz-order", *R1, "--max-samples", "2", "--time-out", "5"])
+    assert result.returncode == 0, result.stderr
+    assert fake.started()[0] == [
+        "dummy",
+        "zz-b.dev.v0",
+        "--max-samples",
+        "2",
+        "--time-out",
+        "5",
+        *R1,
+    ]

@@ -180,6 +180,8 @@ def run(
     from oaievalset import executors
     from oaievalset.session import Settings, run_set
 
+    if unknown_args:
+        _check_passthrough(args, unknown_args, run_command)
     executor_name = _opt(args, "executor", executors.DEFAULT)
     backend = executors.backend(executor_name)
     settings = Settings(
@@ -200,6 +202,25 @@ def run(
         executor_options=backend.options(vars(args)),
     )
     return run_set(settings, registry, color=color, executor=executor)
+
+
+def _check_passthrough(
+    args: OaiEvalSetArguments, unknown_args: Sequence[str], run_command: str
+) -> None:
+    """When the oaieval to run is ours, refuse before anything runs the arguments it would
+    refuse in every eval (`--max-samples`). Another oaieval gets them unchanged, as the
+    original passes them."""
+    from oaievalset.engine.cli import argument_problem, is_this_oaieval
+    from oaievalset.executors.base import find_executable
+
+    found = find_executable(run_command)
+    if found is None or not is_this_oaieval(found):
+        return
+    registry = [a for p in args.registry_path or [] for a in ("--registry_path", p)]
+    ours = [o for a in get_parser()._actions for o in a.option_strings if o.startswith("--")]
+    problem = argument_problem([args.model, "EVAL", *unknown_args, *registry], ours)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def _list_main(argv: Sequence[str]) -> int:
