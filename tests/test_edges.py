@@ -633,3 +633,89 @@ def test_another_oaieval_gets_any_argument_unchanged(fake: Fake) -> None:
         "5",
         *R1,
     ]
+
+
+# -- why an eval failed ----------------------------------------------------------------------
+
+
+def failure_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(">>> oaieval ")]
+
+
+def test_a_misspelt_dummy_is_asked_about_and_the_failure_says_why(isolated: Path) -> None:
+    result = run_cli(["dumy", "test-basic"], ours_first_on_path())
+    assert result.returncode == 1
+    why = (
+        "did you mean 'dummy'? Model 'dumy' is not the offline model, so it is a chat model, "
+        "which needs OPENAI_API_KEY (it is not set)"
+    )
+    assert failure_lines(result.stderr) == [
+        f">>> oaieval dumy test-match.s1.simple-v0 (failed, exit code 2: {why}; log: "
+        f"{next((isolated / 'dumy.test-basic.progress.d' / 'logs').glob('test-match*'))})"
+    ]
+    plan = run_cli(["dumy", "test-basic", "--plan"], ours_first_on_path())
+    assert plan.returncode == 0, plan.stderr
+    assert f"           last exit code 2: {why}; log: " in plan.stdout
+    entries = json.loads(run_cli(["dumy", "test-basic", "--plan", "--json"]).stdout)["commands"]
+    assert [e.get("reason") for e in entries] == [why, None, None, None]
+
+
+def test_a_refused_api_key_is_the_reason_given_for_the_failure(isolated: Path) -> None:
+    from chat_server import ChatServer
+
+    server = ChatServer(fail_status=401).start()
+    base_url = server.base_url
+    try:
+        env = {**ours_first_on_path(), "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "x"}
+        result = run_cli(["test-model", "zz-order", *R1, "--no-exit-on-error"], env)
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    lines = failure_lines(result.stderr)
+    assert len(lines) == 2
+    for line in lines:
+        assert (
+            f"(failed, exit code 1: the server at {base_url}/ refused the API key "
+            f"(HTTP 401: the server failed); check OPENAI_API_KEY; log: "
+        ) in line
+
+
+def test_a_model_the_server_does_not_know_that_looks_like_dummy_is_asked_about(
+    isolated: Path,
+) -> None:
+    from chat_server import ChatServer
+
+    server = ChatServer().start()
+    try:
+        env = {**ours_first_on_path(), "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "x"}
+        result = run_cli(["dumy", "zz-chain", *R1], env)
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    [line] = failure_lines(result.stderr)
+    assert "does not know model 'dumy' (HTTP 404: The model `dumy` does not exist); " in line
+    assert "did you mean 'dummy'?; log: " in line
+
+
+def test_the_failure_of_another_oaieval_gives_the_exception_of_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "tracebin"
+    bin_dir.mkdir()
+    script = bin_dir / "oaieval"
+    # As the original's oaieval fails: a traceback, then its logging goes on.
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "print('[2026-01-01 00:00:00,000] [oaieval.py:1] Run started', file=sys.stderr)\n"
+        "print('Traceback (most recent call last):', file=sys.stderr)\n"
+        "print('  File \"oaieval.py\", line 2, in <module>', file=sys.stderr)\n"
+        "print('openai.AuthenticationError: Error code: 401', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(["gpt-4", "zz-chain", *R1])
+    assert result.returncode == 1
+    [line] = failure_lines(result.stderr)
+    assert "(failed, exit code 1: openai.AuthenticationError: Error code: 401; log: " in line

@@ -283,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args, args_list)
     except OaiEvalSetError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        from oaievalset.outcome import ERROR_PREFIX  # read back by the orchestrator
+
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no record written", file=sys.stderr)

@@ -15,7 +15,7 @@ from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.metrics import finite, scores
 from oaievalset.metrics import headline as metrics_headline
-from oaievalset.outcome import read_outcome
+from oaievalset.outcome import read_error, read_outcome
 from oaievalset.present.table import align
 from oaievalset.prices import cost_of
 from oaievalset.records import Usage
@@ -262,6 +262,9 @@ def _failure_reason(r: Result) -> str:
     why: str = r.status
     if r.status == FAILED and r.exit_code is not None:
         why = f"{r.status}, {describe_exit(r.exit_code)}"
+        error = read_error(r.log)  # the engine's own one line, when it wrote one
+        if error:
+            why += f": {error}"
     return f"{why}; log: {r.log}"
 
 
