@@ -719,3 +719,54 @@ def test_the_failure_of_another_oaieval_gives_the_exception_of_its_traceback(
     assert result.returncode == 1
     [line] = failure_lines(result.stderr)
     assert "(failed, exit code 1: openai.AuthenticationError: Error code: 401; log: " in line
+
+
+# -- prices ----------------------------------------------------------------------------------
+
+
+def test_a_cost_too_small_for_four_decimals_is_shown_with_its_digits(
+    isolated: Path, tmp_path: Path
+) -> None:
+    from chat_server import ChatServer
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("test-model: {input: 1, output: 1}\n")  # $1 per million tokens
+    server = ChatServer().start()
+    base_url = server.base_url
+    try:
+        env = {**ours_first_on_path(), "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "x"}
+        result = run_cli(["test-model", "zz-chain", *R1, "--prices", str(prices)], env)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    # One sample, one answer of 2 tokens, at $0.000001 each: $0.000002, not "$0.0000".
+    row = next(line.split() for line in result.stderr.splitlines() if line.startswith("zz-c."))
+    assert row[4:6] == ["2", "$0.0000020"], row
+    grid = run_cli(["--compare", "zz-chain", "--prices", str(prices)])
+    assert "/ 2 $0.0000020" in grid.stdout  # the model's totals
+    assert re.search(r"zz-c\.dev\.v0\s+done\s+1\s+\S+\s+2\s+\$0\.0000020$", grid.stdout, re.M)
+    assert "$0.0000" not in result.stderr.replace("$0.0000020", "")
+
+
+@pytest.mark.parametrize("entry", ["{input: -1, output: 10}", "{input: 1, output: .nan}"])
+def test_a_negative_price_is_refused_naming_the_file_and_model(
+    fake: Fake, tmp_path: Path, isolated: Path, entry: str
+) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"dummy: {{input: 1, output: 1}}\ngpt-4o: {entry}\n")
+    result = run_cli(["dummy", "zz-order", *R1, "--prices", str(prices)])
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"oaievalset: error: {prices}: model 'gpt-4o' has a price below 0 ")
+    assert fake.started() == [] and not isolated.exists()
+
+
+def test_a_run_whose_model_has_no_price_says_so_once(fake: Fake, tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpt-4o: {input: 2.5, output: 10}\n")
+    result = run_cli(["dummy", "zz-order", *R1, "--prices", str(prices)])
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"oaievalset: warning: {prices} has no price for model 'dummy'; no cost shown"
+    ]

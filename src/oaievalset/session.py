@@ -59,6 +59,8 @@ def run_set(
         from oaievalset.prices import load_prices
 
         prices = load_prices(settings.prices)  # a bad file fails before anything runs
+        if settings.model not in prices:
+            _warn(f"{settings.prices} has no price for model '{settings.model}'; no cost shown")
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume

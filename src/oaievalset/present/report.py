@@ -17,7 +17,7 @@ from oaievalset.metrics import finite, scores
 from oaievalset.metrics import headline as metrics_headline
 from oaievalset.outcome import read_error, read_outcome
 from oaievalset.present.table import align
-from oaievalset.prices import cost_of
+from oaievalset.prices import cost_of, format_cost
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, PENDING, Result
 
@@ -75,7 +75,7 @@ def summary_table(results: Sequence[Result], price: tuple[float, float] | None =
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
+    return format_cost(value)
 
 
 def json_report(
