@@ -770,3 +770,15 @@ def test_a_run_whose_model_has_no_price_says_so_once(fake: Fake, tmp_path: Path)
     assert warnings == [
         f"oaievalset: warning: {prices} has no price for model 'dummy'; no cost shown"
     ]
+
+
+def test_the_comparisons_totals_say_dash_for_a_model_that_reports_no_tokens(
+    isolated: Path,
+) -> None:
+    assert run_cli(["dummy", "zz-order", *R1], ours_first_on_path()).returncode == 0
+    grid = run_cli(["--compare", "zz-order"])
+    assert grid.returncode == 0, grid.stderr
+    totals = next(line for line in grid.stdout.splitlines() if line.startswith("mean / tokens"))
+    assert totals.split() == ["mean", "/", "tokens", "0.000", "/", "-"]
+    for line in ("--format", "markdown"), ("--format", "text"):
+        assert "/ 0" not in run_cli(["--compare", "zz-order", *line]).stdout

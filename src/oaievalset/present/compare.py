@@ -73,7 +73,10 @@ def grid_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         agg = comparison.aggregate(model)
         mean = "-" if agg["mean"] is None else f"{agg['mean']:.3f}"
         cost = "" if agg["cost"] is None else f" {format_cost(agg['cost'])}"
-        totals.append(f"{mean} / {agg['usage']['total_tokens']:,}{cost}")
+        # `-`, as in each cell, for a model that reports no tokens (dummy), not a count of 0.
+        reported = any(c.usage for (m, _), c in comparison.cells.items() if m == model)
+        tokens = f"{agg['usage']['total_tokens']:,}" if reported else "-"
+        totals.append(f"{mean} / {tokens}{cost}")
     rows.append(totals)
     return header, rows
 
