@@ -782,3 +782,57 @@ def test_the_comparisons_totals_say_dash_for_a_model_that_reports_no_tokens(
     assert totals.split() == ["mean", "/", "tokens", "0.000", "/", "-"]
     for line in ("--format", "markdown"), ("--format", "text"):
         assert "/ 0" not in run_cli(["--compare", "zz-order", *line]).stdout
+
+
+# -- the end-of-run table on a narrow terminal -------------------------------------------------
+
+
+def run_with_stderr_on_pty(
+    args: list[str], columns: int, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run oaievalset with stderr on a pseudo-terminal of the given width; returns the exit
+    code and what the terminal shows (stdout goes to a pipe)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [oaievalset_exe(), *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(follower)
+    screen = drain(leader)
+    assert proc.stdout is not None
+    proc.stdout.read()
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, screen.replace("\r\n", "\n")
+
+
+def table_of(screen: str) -> list[str]:
+    """The end-of-run table: the lines between the blank line and the report's path."""
+    lines = screen.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("oaievalset: report:"))
+    start = max(i for i in range(end) if not lines[i].strip())
+    return lines[start + 1 : end]
+
+
+def test_the_end_of_run_table_fits_a_40_column_terminal(fake: Fake) -> None:
+    long_names = ["dummy", "test-basic", "--no-exit-on-error"]
+    code, screen = run_with_stderr_on_pty(
+        long_names, 40, {"FAKE_OAIEVAL_EXIT": "test-includes.s1.simple-v0=2"}
+    )
+    assert code == 1
+    table = table_of(screen)
+    assert table and all(len(line) <= 40 for line in table), table
+    assert table[0] == "test-match.s1.simple-v0"
+    assert re.fullmatch(r"  done  \d+\.\ds  tries 1  tokens -", table[1]), table
+    assert table[2] == "  accuracy=0.5"
+    assert "test-includes-ignore-case.s1.simple-v0" in table
+    failed = table[table.index("test-includes.s1.simple-v0") + 1]
+    assert re.fullmatch(r"  failed  \d+\.\ds  tries 1  tokens -", failed), table
+    # A wide terminal, and a pipe, get the aligned table, a row per eval.
+    code, screen = run_with_stderr_on_pty(long_names, 120, {"FAKE_OAIEVAL_EXIT": ""})
+    assert table_of(screen)[0].split() == ["eval", "status", "time", "tries", "tokens", "metrics"]
+    piped = run_cli(["dummy", "test-basic"], {"COLUMNS": "40"})
+    assert table_of(piped.stderr)[0].split()[0] == "eval"
