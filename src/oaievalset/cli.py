@@ -224,16 +224,23 @@ def _check_passthrough(
 
 
 def _list_main(argv: Sequence[str]) -> int:
-    """`oaievalset --list [SET] [--registry_path P]... [--json]`."""
+    """`oaievalset --list [SET] [--registry_path P]... [--json]`, or `--list` added to a
+    run's command (`oaievalset MODEL SET ... --list`): the evals of its set."""
     from oaievalset import plan
     from oaievalset.present import plan as show
     from oaievalset.registry import Registry
 
     parser = _Parser(prog=f"{PROG} --list", allow_abbrev=False)
+    parser.add_argument("names", nargs="*", help=argparse.SUPPRESS)  # MODEL SET of a run
     parser.add_argument("--list", nargs="?", const="", default="")
     parser.add_argument("--registry_path", action="append", default=None)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.names:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    # The rest of a run's command (its flags and arguments for oaieval) lists nothing.
+    if not args.list and args.names:
+        args.list = args.names[1] if len(args.names) > 1 else args.names[0]
     registry = Registry()
     if args.registry_path:
         registry.add_registry_paths(args.registry_path)
