@@ -559,9 +559,7 @@ def test_an_argument_error_is_one_line_with_a_hint_to_help(
 ) -> None:
     result = run_cli(args)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"oaievalset: error: {message}; see 'oaievalset --help'"
-    ]
+    assert result.stderr.splitlines() == [f"oaievalset: error: {message}; see 'oaievalset --help'"]
     assert result.stdout == "" and fake.started() == []
 
 
