@@ -5,6 +5,7 @@ a closed stdout, and the report of each run."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -424,19 +425,20 @@ def test_the_other_commands_with_stdout_closed_exit_0_with_one_line(
     assert result.stderr.count("standard output was closed") == 1, result.stderr
 
 
+@functools.lru_cache(maxsize=1)
 def read_only_mounts() -> str | None:
     """Why a folder cannot be made read-only for a child here, or None: root ignores
     permission bits, so the child sees the folder through a read-only bind mount in a mount
     namespace of its own (unshare -m, as root)."""
     import shutil
+    import tempfile
 
     unshare = shutil.which("unshare")
     if unshare is None:
         return "unshare is not installed"
-    probe = subprocess.run(
-        [unshare, "-m", "sh", "-c", "mount --bind / /mnt && mount -o remount,bind,ro /mnt"],
-        capture_output=True,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
+        probe = subprocess.run([unshare, "-m", "sh", "-c", script, folder], capture_output=True)
     if probe.returncode:
         return "a read-only bind mount needs a mount namespace (unshare -m, as root)"
     return None
