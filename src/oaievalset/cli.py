@@ -9,10 +9,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
-from oaievalset.present.console import GuardedStdout
+from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OaiEvalSetError, UsageError
+from oaievalset.present.console import LOST_NOTE, RUN_NOTE, GuardedStdout
 from oaievalset.version import VersionAction
 
 if TYPE_CHECKING:
@@ -47,6 +47,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with only the line that matters for a bad argument (no usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def get_parser() -> argparse.ArgumentParser:
     """The original's parser, plus our own flags.
 
@@ -54,7 +61,7 @@ def get_parser() -> argparse.ArgumentParser:
     would capture an argument meant for the eval), nor like `--re`, `--no`, `--exit`, so
     that the original's abbreviations keep their meaning.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Run every eval of an eval set against one model, with resume.",
         epilog="Any other argument is passed, in order, to every oaieval command. "
@@ -173,6 +180,8 @@ def run(
     from oaievalset import executors
     from oaievalset.session import Settings, run_set
 
+    if unknown_args:
+        _check_passthrough(args, unknown_args, run_command)
     executor_name = _opt(args, "executor", executors.DEFAULT)
     backend = executors.backend(executor_name)
     settings = Settings(
@@ -195,17 +204,43 @@ def run(
     return run_set(settings, registry, color=color, executor=executor)
 
 
+def _check_passthrough(
+    args: OaiEvalSetArguments, unknown_args: Sequence[str], run_command: str
+) -> None:
+    """When the oaieval to run is ours, refuse before anything runs the arguments it would
+    refuse in every eval (`--max-samples`). Another oaieval gets them unchanged, as the
+    original passes them."""
+    from oaievalset.engine.cli import argument_problem, is_this_oaieval
+    from oaievalset.executors.base import find_executable
+
+    found = find_executable(run_command)
+    if found is None or not is_this_oaieval(found):
+        return
+    registry = [a for p in args.registry_path or [] for a in ("--registry_path", p)]
+    ours = [o for a in get_parser()._actions for o in a.option_strings if o.startswith("--")]
+    problem = argument_problem([args.model, "EVAL", *unknown_args, *registry], ours)
+    if problem is not None:
+        raise UsageError(problem)
+
+
 def _list_main(argv: Sequence[str]) -> int:
-    """`oaievalset --list [SET] [--registry_path P]... [--json]`."""
+    """`oaievalset --list [SET] [--registry_path P]... [--json]`, or `--list` added to a
+    run's command (`oaievalset MODEL SET ... --list`): the evals of its set."""
     from oaievalset import plan
     from oaievalset.present import plan as show
     from oaievalset.registry import Registry
 
-    parser = argparse.ArgumentParser(prog=f"{PROG} --list", allow_abbrev=False)
+    parser = _Parser(prog=f"{PROG} --list", allow_abbrev=False)
+    parser.add_argument("names", nargs="*", help=argparse.SUPPRESS)  # MODEL SET of a run
     parser.add_argument("--list", nargs="?", const="", default="")
     parser.add_argument("--registry_path", action="append", default=None)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.names:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    # The rest of a run's command (its flags and arguments for oaieval) lists nothing.
+    if not args.list and args.names:
+        args.list = args.names[1] if len(args.names) > 1 else args.names[0]
     registry = Registry()
     if args.registry_path:
         registry.add_registry_paths(args.registry_path)
@@ -234,7 +269,9 @@ def _list_main(argv: Sequence[str]) -> int:
         for spec in resolution.evals:
             print(spec.key)
         for pattern in resolution.unmatched:
-            print(f"{PROG}: warning: '{pattern}' matches no eval", file=sys.stderr)
+            close = registry.closest_eval_names(pattern)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            print(f"{PROG}: warning: '{pattern}' matches no eval{hint}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -249,7 +286,7 @@ def _compare_main(argv: Sequence[str]) -> int:
     from oaievalset.prices import load_prices
     from oaievalset.state.progress import progress_dir
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"{PROG} --compare",
         allow_abbrev=False,
         description="Compare the models that have run an eval set: a grid of eval by "
@@ -258,15 +295,26 @@ def _compare_main(argv: Sequence[str]) -> int:
     parser.add_argument("--compare", metavar="SET", required=True)
     parser.add_argument("--models", help="Models to compare, comma-separated (default: all).")
     parser.add_argument("--json", action="store_true", help="The same as --format json.")
-    parser.add_argument("--format", choices=("text", "json", "csv", "markdown"), default="text")
+    parser.add_argument("--format", choices=("text", "json", "csv", "markdown"), default=None)
     parser.add_argument("--prices", metavar="FILE", help="Prices per million tokens, per model.")
     parser.add_argument("--html", metavar="PATH", help="Where to write the page.")
     args = parser.parse_args(argv)
+    if args.json and args.format not in (None, "json"):
+        parser.error(f"--json and --format {args.format} ask for two formats; give one of them")
     prices = load_prices(args.prices) if args.prices else None
     models = [m for m in (args.models or "").split(",") if m]
     base = Path(progress_dir())
     grid = compare.compare(args.compare, base, models, prices)
-    form = "json" if args.json else args.format
+    if not grid.cells:  # a page and a grid of nothing would look like a result
+        raise UsageError(compare.nothing_to_compare(args.compare, base, models))
+    if not models and len(grid.models) > 1:
+        print(
+            f"{PROG}: comparing every model that has run {args.compare} "
+            f"({', '.join(grid.models)}); to leave one out, name the others: "
+            f"--models {','.join(grid.models[1:])}",
+            file=sys.stderr,
+        )
+    form = "json" if args.json else args.format or "text"
     writers = {
         "text": show.as_text,
         "json": show.as_json,
@@ -306,8 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `oaievalset` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    # A closed stdout (`oaievalset ... | head -1`) must not cost the evals under way.
-    stdout, sys.stdout = sys.stdout, GuardedStdout(sys.stdout, PROG)
+    # A closed stdout (`oaievalset ... | head -1`, or `>&-`) must not cost the evals under way.
+    stdout = sys.stdout
+    guarded = GuardedStdout(stdout, PROG, LOST_NOTE)
+    sys.stdout = guarded
     try:
         if _wants("--list", argv):
             return _list_main(argv)
@@ -319,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_main(argv)
         if args.json and not args.plan:
             parser.error("--json goes with --plan or --list")
+        if not args.plan:
+            guarded.note = RUN_NOTE
         return run(args, unknown)
     except OaiEvalSetError as exc:
         sys.stdout.flush()

@@ -90,14 +90,14 @@ def find_models(progress_dir: Path, eval_set: str) -> list[str]:
     """The models with a progress folder for the set (a `/` in a model makes subfolders)."""
     ending = f".{eval_set}{SUFFIX}"
     found = []
-    for path in sorted(progress_dir.rglob(f"*{ending}")):
+    for path in progress_dir.rglob(f"*{ending}"):
         relative = path.relative_to(progress_dir).as_posix()
         found.append(relative[: -len(ending)])
-    for folder in sorted(progress_dir.rglob(f"*.{eval_set}.progress.d")):
+    for folder in progress_dir.rglob(f"*.{eval_set}.progress.d"):
         model = folder.relative_to(progress_dir).as_posix()[: -len(f".{eval_set}.progress.d")]
         if model not in found:
             found.append(model)
-    return found
+    return sorted(found)  # a stable order, whichever of the two a model has
 
 
 def compare(
@@ -141,6 +141,19 @@ def compare(
             if model not in chosen:
                 notes.append(f"the prices name model '{model}', which is not compared")
     return Comparison(eval_set, chosen, evals, cells, notes)
+
+
+def nothing_to_compare(eval_set: str, progress_dir: Path, models: Sequence[str]) -> str:
+    """The error for a comparison with no cell: which models, and which have run the set."""
+    if not models:
+        return (
+            f"no run of eval set '{eval_set}' is recorded in {progress_dir}; "
+            f"run it first, or set OAIEVALSET_PROGRESS_DIR"
+        )
+    who = f"model {models[0]} has not" if len(models) == 1 else f"none of {', '.join(models)} has"
+    others = [m for m in find_models(progress_dir, eval_set) if m not in models]
+    tail = f"; these have: {', '.join(others)}" if others else "; run it first"
+    return f"{who} run eval set '{eval_set}' (nothing of it in {progress_dir}){tail}"
 
 
 def _latest_by_eval(states: dict[str, CommandState]) -> dict[str, CommandState]:

@@ -42,23 +42,44 @@ def read_final_report(log: Path | None) -> dict[str, Any]:
     return read_outcome(log).metrics
 
 
-def read_outcome(log: Path | None) -> Outcome:
-    """The metrics after the last "Final report:" line of an eval's log, and the record
-    path of its `Final report: {...}. Logged to PATH` line (both engines write both)."""
+def _tail(log: Path | None) -> list[str]:
+    """The lines at the end of a log (the report and the error are there: a debug log may
+    be huge, so only its tail is read); [] if it cannot be read."""
     if log is None:
-        return Outcome({}, None)
+        return []
     try:
         with open(log, "rb") as f:
-            # The report is at the end: a debug log may be huge, so read only its tail.
             size = os.fstat(f.fileno()).st_size
             if size > REPORT_TAIL:
                 f.seek(size - REPORT_TAIL)
             data = f.read(REPORT_TAIL)
     except OSError:
-        return Outcome({}, None)
+        return []
     lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > REPORT_TAIL:
-        lines = lines[1:]  # the first line read is cut
+    return lines[1:] if size > REPORT_TAIL else lines  # the first line read may be cut
+
+
+ERROR_PREFIX = "oaieval: error: "  # how the engine (ours, and argparse's) says why it failed
+
+
+def read_error(log: Path | None) -> str | None:
+    """Why an eval failed, in one line, as its log says: the engine's last `oaieval: error:`
+    line, or else the exception that ended a traceback (the original's way); or None."""
+    lines = _tail(log)
+    for line in reversed(lines):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX) :].strip() or None
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last):"):
+            after = (line for line in lines[i + 1 :] if line.strip() and line[0] not in " \t")
+            return next(after, "").strip() or None
+    return None
+
+
+def read_outcome(log: Path | None) -> Outcome:
+    """The metrics after the last "Final report:" line of an eval's log, and the record
+    path of its `Final report: {...}. Logged to PATH` line (both engines write both)."""
+    lines = _tail(log)
     start = None
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].rstrip().endswith("Final report:"):

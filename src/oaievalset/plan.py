@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from oaievalset.commands import Command, command_id
+from oaievalset.outcome import read_error
 from oaievalset.registry import Registry
 from oaievalset.results import FAILED, INTERRUPTED, TIMEOUT
 from oaievalset.state.progress import ProgressFile, recorded_set
@@ -36,6 +38,9 @@ def plan_entries(
         elif state.get("status") in (FAILED, TIMEOUT, INTERRUPTED):
             entry["status"] = state["status"]
             entry["exit_code"] = state.get("exit_code")
+            reason = read_error(Path(state["log"])) if state.get("log") else None
+            if reason:
+                entry["reason"] = reason  # the engine's one-line error, from the log
         else:
             entry["status"] = "pending"
         if state.get("log"):

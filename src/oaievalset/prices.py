@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from oaievalset.errors import OaiEvalSetError, UsageError
@@ -31,6 +32,12 @@ def load_prices(path: str) -> dict[str, Price]:
                 f"{path}: model '{model}' needs `input` and `output` prices in dollars per "
                 f"million tokens, e.g. {{input: 2.5, output: 10}}"
             ) from None
+        if not all(0 <= p < math.inf for p in prices[str(model)]):
+            raise UsageError(
+                f"{path}: model '{model}' has a price below 0 or not a number "
+                f"({entry['input']}, {entry['output']}); give dollars per million tokens, "
+                f"0 or more"
+            )
     return prices
 
 
@@ -39,3 +46,14 @@ def cost_of(usage: Usage | None, price: Price | None) -> float | None:
     if usage is None or price is None:
         return None
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1e6
+
+
+def format_cost(dollars: float | None) -> str:
+    """`$0.0123`; a cost too small for four decimals with two significant digits
+    (`$0.0000032`), never `$0.0000` for a cost that is not zero; `-` for none."""
+    if dollars is None:
+        return "-"
+    if dollars == 0 or abs(dollars) >= 0.0001:
+        return f"${dollars:.4f}"
+    decimals = 1 - math.floor(math.log10(abs(dollars)))
+    return f"${dollars:.{decimals}f}"

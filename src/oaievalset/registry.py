@@ -276,6 +276,12 @@ class Registry:
             metadata=metadata,
         )
 
+    def closest_eval_names(self, name: str, most: int = 3) -> list[str]:
+        """The eval names nearest to a name or pattern (`*` left out), for a message."""
+        import difflib  # only for a message
+
+        return difflib.get_close_matches(name.replace("*", ""), self.eval_names(), n=most)
+
     def require_eval(self, name: str) -> EvalSpec:
         spec = self.get_eval(name)
         if spec is None:

@@ -9,14 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from oaievalset.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LaunchError
+from oaievalset.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LaunchError, RegistryError
 from oaievalset.present.console import highlight, use_color
 from oaievalset.results import FAILURES, Result
 
 if TYPE_CHECKING:
     from oaievalset.commands import Command
     from oaievalset.executors.base import Executor
-    from oaievalset.registry import Registry
+    from oaievalset.registry import Registry, SetResolution
     from oaievalset.state.progress import ProgressFile
 
 PROG = "oaievalset"
@@ -59,6 +59,8 @@ def run_set(
         from oaievalset.prices import load_prices
 
         prices = load_prices(settings.prices)  # a bad file fails before anything runs
+        if settings.model not in prices:
+            _warn(f"{settings.prices} has no price for model '{settings.model}'; no cost shown")
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume
@@ -108,11 +110,14 @@ def _commands(settings: Settings, registry: Registry | None) -> list[Command]:
         registry.add_registry_paths(settings.registry_paths)
         _warn_about_registry_paths(settings.registry_paths)
     resolution = registry.resolve(settings.eval_set)
+    if not resolution.evals:
+        # The original runs nothing and exits 0: as an unknown set, that looks like success.
+        raise RegistryError(_resolves_to_nothing(settings.eval_set, resolution, registry))
     for pattern in resolution.unmatched:
         # The original skips these silently; a typo in a set should at least be visible.
         _warn(
             f"eval set '{resolution.eval_set.key}' lists '{pattern}', which matches no eval; "
-            f"skipped"
+            f"skipped{_closest(registry, pattern)}"
         )
     commands = build_commands(
         settings.model,
@@ -123,6 +128,25 @@ def _commands(settings: Settings, registry: Registry | None) -> list[Command]:
     )
     _warn_about_record_path(settings.passthrough, len(commands))
     return commands
+
+
+def _closest(registry: Registry, pattern: str) -> str:
+    names = registry.closest_eval_names(pattern)
+    return f" (closest: {', '.join(names)})" if names else ""
+
+
+def _resolves_to_nothing(name: str, resolution: SetResolution, registry: Registry) -> str:
+    """The error for a set without an eval to run: empty, or every entry matching nothing."""
+    where = resolution.eval_set.file
+    if not resolution.unmatched:
+        return f"eval set '{name}' lists no evals ({where}); add some to its `evals` list"
+    shown = [f"'{p}'{_closest(registry, p)}" for p in resolution.unmatched[:3]]
+    if len(resolution.unmatched) > 3:
+        shown.append(f"and {len(resolution.unmatched) - 3} more")
+    return (
+        f"eval set '{name}' matches no eval: {', '.join(shown)}; fix it in {where}, or pass "
+        f"the --registry_path that defines its evals"
+    )
 
 
 def _announce(

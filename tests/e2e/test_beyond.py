@@ -203,6 +203,33 @@ def test_list_shows_sets_and_what_a_set_resolves_to(capsys: pytest.CaptureFixtur
     assert "zz-setalias" in names
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dummy", "zz-glob", *R1, "--list"],
+        ["dummy", "zz-glob", "--list", *R1],
+        ["dummy", "zz-glob", *R1, "--max_samples", "2", "-j", "2", "--list"],
+        ["zz-glob", "--list", *R1],
+    ],
+)
+def test_list_anywhere_in_a_runs_command_lists_its_set_and_runs_nothing(
+    fake: Fake, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == GLOB and err == ""
+    assert fake.started() == []
+
+
+def test_list_with_an_argument_it_does_not_know_is_still_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--list", "--jsn"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --jsn" in capsys.readouterr().err
+
+
 def test_the_summary_table_and_json_report(
     fake: Fake, isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -84,12 +84,19 @@ def test_set_alias_names_the_progress_file_after_the_name_given(fake: Fake, isol
 
 
 def test_regex_characters_in_a_pattern_are_literal(
-    fake: Fake, capsys: pytest.CaptureFixture[str]
+    fake: Fake, isolated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The original treats `zz-[ab]` as a regex; we match it literally, so nothing.
-    assert main(["dummy", "zz-regex", *R1]) == 0
-    assert fake.keys() == []
-    assert "'zz-[ab]', which matches no eval" in capsys.readouterr().err
+    # The original treats `zz-[ab]` as a regex; we match it literally, so nothing: a set
+    # that resolves to no eval is an error (the original runs nothing and exits 0).
+    assert main(["dummy", "zz-regex", *R1]) == 2
+    assert fake.keys() == [] and not isolated.exists()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        "oaievalset: error: eval set 'zz-regex' matches no eval: 'zz-[ab]' (closest: zz-b, "
+        f"zz-a); fix it in {REG1 / 'eval_sets' / 'zz.yaml'}, or pass the --registry_path that "
+        "defines its evals"
+    ]
 
 
 def test_an_entry_that_matches_nothing_is_skipped_with_a_warning(
@@ -99,15 +106,34 @@ def test_an_entry_that_matches_nothing_is_skipped_with_a_warning(
     assert "'zz-nonexistent', which matches no eval; skipped" in capsys.readouterr().err
 
 
-def test_an_empty_set_runs_nothing_and_writes_nothing(
-    fake: Fake, isolated: Path, capsys: pytest.CaptureFixture[str]
+def test_the_warning_about_an_entry_that_matches_nothing_names_the_closest_evals(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["dummy", "zz-empty", *R1]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        "Going to run the following commands:",
-        ">>> All done!",
+    (tmp_path / "reg" / "eval_sets").mkdir(parents=True)
+    (tmp_path / "reg" / "eval_sets" / "t.yaml").write_text(
+        "typo:\n  evals: [test-match, test-fuzy-match]\n"
+    )
+    assert main(["dummy", "typo", "--registry_path", str(tmp_path / "reg")]) == 0
+    assert fake.keys() == ["test-match.s1.simple-v0"]
+    assert (
+        "oaievalset: warning: eval set 'typo' lists 'test-fuzy-match', which matches no eval; "
+        "skipped (closest: test-fuzzy-match, "
+    ) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("plan", [[], ["--plan"]])
+def test_an_empty_set_is_an_error_naming_it_and_writes_nothing(
+    fake: Fake, isolated: Path, capsys: pytest.CaptureFixture[str], plan: list[str]
+) -> None:
+    # The original prints its opening line and `>>> All done!`, and exits 0.
+    assert main(["dummy", "zz-empty", *R1, *plan]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"oaievalset: error: eval set 'zz-empty' lists no evals "
+        f"({REG1 / 'eval_sets' / 'zz.yaml'}); add some to its `evals` list"
     ]
-    assert not isolated.exists()
+    assert fake.started() == [] and not isolated.exists()
 
 
 def test_unknown_set_is_an_error_with_the_closest_names(

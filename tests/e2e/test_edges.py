@@ -5,6 +5,7 @@ a closed stdout, and the report of each run."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -361,3 +362,477 @@ def test_two_runs_at_once_each_keep_their_own_report(fake: Fake, isolated: Path)
     assert sorted(r["pid"] for r in runs) == sorted([first.pid, second.pid])
     latest = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
     assert latest in runs
+
+
+# -- a closed stdout, a read-only state folder, empty comparisons and sets -------------------
+
+
+def run_with_stdout_closed(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run oaievalset as `oaievalset ARGS >&-`: its stdout is not a pipe nobody reads, it
+    is no descriptor at all."""
+    return subprocess.run(
+        ["sh", "-c", '"$0" "$@" >&-', oaievalset_exe(), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_run_with_stdout_closed_runs_every_eval_and_says_so_once(
+    fake: Fake, isolated: Path
+) -> None:
+    result = run_with_stdout_closed(["dummy", "zz-glob", *R1])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    closed = [line for line in result.stderr.splitlines() if "standard output was closed" in line]
+    assert closed == [
+        "oaievalset: standard output was closed; the evals go on, and the summary still goes "
+        "to stderr and to report.json"
+    ]
+    assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == [
+        "zz-b.dev.v0",
+        "zz-a.dev.v0",
+        "zz-c.dev.v0",
+        "zz-x1.v0",
+    ]
+    assert re.search(r"^zz-x1\.v0\s+done", result.stderr, re.M), result.stderr  # the table
+    report = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
+    assert report["counts"] == {"done": 4}
+
+
+def test_a_failing_run_with_stdout_closed_keeps_its_exit_code(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-a.dev.v0=3")
+    result = run_with_stdout_closed(["dummy", "zz-glob", *R1])
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--list"], ["--list", "zz-glob", *R1], ["--version"], ["--compare", "zz-glob", "--json"]],
+)
+def test_the_other_commands_with_stdout_closed_exit_0_with_one_line(
+    fake: Fake, args: list[str]
+) -> None:
+    if args[0] == "--compare":
+        assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    result = run_with_stdout_closed(args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("standard output was closed") == 1, result.stderr
+
+
+@functools.lru_cache(maxsize=1)
+def read_only_mounts() -> str | None:
+    """Why a folder cannot be made read-only for a child here, or None: root ignores
+    permission bits, so the child sees the folder through a read-only bind mount in a mount
+    namespace of its own (unshare -m, as root)."""
+    import shutil
+    import tempfile
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "unshare is not installed"
+    with tempfile.TemporaryDirectory() as folder:
+        script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
+        probe = subprocess.run([unshare, "-m", "sh", "-c", script, folder], capture_output=True)
+    if probe.returncode:
+        return "a read-only bind mount needs a mount namespace (unshare -m, as root)"
+    return None
+
+
+def run_in_read_only(folder: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """oaievalset ARGS, with `folder` read-only to it (and writable to everyone else)."""
+    script = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 97; '
+        'if touch "$1/.probe" 2>/dev/null; then exit 98; fi; '
+        'shift; exec "$0" "$@"'
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, oaievalset_exe(), str(folder), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(read_only_mounts() is not None, reason=str(read_only_mounts()))
+def test_the_plan_of_a_read_only_state_folder_reads_it_and_writes_nothing(
+    fake: Fake, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oaievalset.commands import command_id
+
+    monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-a.dev.v0=3,zz-x1.v0=3")
+    assert run_cli(["dummy", "zz-glob", *R1, "--no-exit-on-error"]).returncode == 1
+    monkeypatch.delenv("FAKE_OAIEVAL_EXIT")
+    state_dir = isolated / "dummy.zz-glob.progress.d"
+    claim = state_dir / "claims" / f"{command_id(['oaieval', 'dummy', 'zz-x1.v0', *R1])}.lock"
+    # Another process runs zz-x1.v0 again: it holds its claim.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+            str(claim),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = sorted((p, p.stat().st_mtime_ns) for p in isolated.rglob("*"))
+        result = run_in_read_only(isolated, ["dummy", "zz-glob", *R1, "--plan"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert f"  done     oaieval dummy zz-b.dev.v0 {' '.join(R1)}" in lines
+    assert f"  failed   oaieval dummy zz-a.dev.v0 {' '.join(R1)}" in lines
+    assert f"  running  oaieval dummy zz-x1.v0 {' '.join(R1)}" in lines
+    assert lines[-1] == "2 of 4 to run."
+    assert sorted((p, p.stat().st_mtime_ns) for p in isolated.rglob("*")) == before
+
+
+def test_comparing_models_that_never_ran_the_set_is_a_one_line_error_and_no_page(
+    fake: Fake, isolated: Path
+) -> None:
+    page = isolated / "zz-order.compare.html"
+    nobody = run_cli(["--compare", "zz-order", "--models", "gpt-4"])
+    assert nobody.returncode == 2
+    assert nobody.stderr.splitlines() == [
+        f"oaievalset: error: model gpt-4 has not run eval set 'zz-order' (nothing of it in "
+        f"{isolated}); run it first"
+    ]
+    assert run_cli(["dummy", "zz-order", *R1]).returncode == 0
+    others = run_cli(["--compare", "zz-order", "--models", "gpt-4,gpt-4o", "--json"])
+    assert others.returncode == 2 and others.stdout == ""
+    assert others.stderr.splitlines() == [
+        f"oaievalset: error: none of gpt-4, gpt-4o has run eval set 'zz-order' (nothing of it "
+        f"in {isolated}); these have: dummy"
+    ]
+    assert not page.exists()
+    assert run_cli(["--compare", "zz-order", "--models", "dummy"]).returncode == 0
+    assert page.exists()
+
+
+def test_the_comparison_lists_models_in_order_and_says_how_to_leave_one_out(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_OAIEVAL_EXIT", "zz-b.dev.v0=1")
+    # b-model recorded nothing: it has a state folder and no progress file.
+    assert run_cli(["b-model", "zz-order", *R1]).returncode == 1
+    monkeypatch.delenv("FAKE_OAIEVAL_EXIT")
+    for model in ("c-model", "a-model"):
+        assert run_cli([model, "zz-order", *R1]).returncode == 0
+    done = run_cli(["--compare", "zz-order", "--json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["models"] == ["a-model", "b-model", "c-model"]
+    assert (
+        "oaievalset: comparing every model that has run zz-order (a-model, b-model, c-model); "
+        "to leave one out, name the others: --models b-model,c-model"
+    ) in done.stderr.splitlines()
+    chosen = run_cli(["--compare", "zz-order", "--models", "c-model,a-model", "--json"])
+    assert json.loads(chosen.stdout)["models"] == ["c-model", "a-model"]
+    assert "to leave one out" not in chosen.stderr
+
+
+# -- argument errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dummy", "zz-order", "-j", "0"], "argument -j/--jobs: must be 1 or more, got 0"),
+        (
+            ["dummy", "zz-order", "--timeout", "-1"],
+            "argument --timeout: must be a positive number of seconds, got -1",
+        ),
+        (["dummy"], "the following arguments are required: eval_set"),
+    ],
+)
+def test_an_argument_error_is_one_line_with_a_hint_to_help(
+    fake: Fake, args: list[str], message: str
+) -> None:
+    result = run_cli(args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"oaievalset: error: {message}; see 'oaievalset --help'"]
+    assert result.stdout == "" and fake.started() == []
+
+
+def test_json_and_another_format_of_a_comparison_is_an_error(fake: Fake) -> None:
+    assert run_cli(["dummy", "zz-order", *R1]).returncode == 0
+    result = run_cli(["--compare", "zz-order", "--json", "--format", "csv"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "oaievalset --compare: error: --json and --format csv ask for two formats; give one of "
+        "them; see 'oaievalset --compare --help'"
+    ]
+    both = run_cli(["--compare", "zz-order", "--json", "--format", "json"])
+    assert both.returncode == 0 and json.loads(both.stdout)["models"] == ["dummy"]
+
+
+# -- arguments meant for oaieval -------------------------------------------------------------
+
+
+def ours_first_on_path() -> dict[str, str]:
+    """An environment in which the `oaieval` found is this package's console script."""
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (
+            ["--max-samples", "2"],
+            "--max-samples is not an option of oaievalset, nor of the oaieval it is passed to; "
+            "did you mean --max_samples?",
+        ),
+        (
+            ["--time-out", "5"],
+            "--time-out is not an option of oaievalset, nor of the oaieval it is passed to; "
+            "did you mean --timeout?",
+        ),
+        (
+            ["--max_samples", "two"],
+            "oaieval would refuse its arguments: argument --max_samples: invalid int value: 'two'",
+        ),
+    ],
+)
+def test_arguments_our_oaieval_would_refuse_are_refused_before_anything_runs(
+    isolated: Path, flag: list[str], message: str
+) -> None:
+    result = run_cli(["dummy", "test-basic", *flag], ours_first_on_path())
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"oaievalset: error: {message}"]
+    assert result.stdout == "" and not isolated.exists()
+
+
+def test_arguments_our_oaieval_takes_still_run(isolated: Path) -> None:
+    result = run_cli(
+        ["dummy", "test-basic", "--max_samples", "2", "--seed", "3"], ours_first_on_path()
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(recorded_keys(progress_file(isolated, "dummy", "test-basic"))) == 4
+
+
+def test_another_oaieval_gets_any_argument_unchanged(fake: Fake) -> None:
+    result = run_cli(["dummy", "zz-order", *R1, "--max-samples", "2", "--time-out", "5"])
+    assert result.returncode == 0, result.stderr
+    assert fake.started()[0] == [
+        "dummy",
+        "zz-b.dev.v0",
+        "--max-samples",
+        "2",
+        "--time-out",
+        "5",
+        *R1,
+    ]
+
+
+# -- why an eval failed ----------------------------------------------------------------------
+
+
+def failure_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(">>> oaieval ")]
+
+
+def test_a_misspelt_dummy_is_asked_about_and_the_failure_says_why(isolated: Path) -> None:
+    result = run_cli(["dumy", "test-basic"], ours_first_on_path())
+    assert result.returncode == 1
+    why = (
+        "did you mean 'dummy'? Model 'dumy' is not the offline model, so it is a chat model, "
+        "which needs OPENAI_API_KEY (it is not set)"
+    )
+    assert failure_lines(result.stderr) == [
+        f">>> oaieval dumy test-match.s1.simple-v0 (failed, exit code 2: {why}; log: "
+        f"{next((isolated / 'dumy.test-basic.progress.d' / 'logs').glob('test-match*'))})"
+    ]
+    plan = run_cli(["dumy", "test-basic", "--plan"], ours_first_on_path())
+    assert plan.returncode == 0, plan.stderr
+    assert f"           last exit code 2: {why}; log: " in plan.stdout
+    entries = json.loads(run_cli(["dumy", "test-basic", "--plan", "--json"]).stdout)["commands"]
+    assert [e.get("reason") for e in entries] == [why, None, None, None]
+
+
+def test_a_refused_api_key_is_the_reason_given_for_the_failure(isolated: Path) -> None:
+    from chat_server import ChatServer
+
+    server = ChatServer(fail_status=401).start()
+    base_url = server.base_url
+    try:
+        env = {**ours_first_on_path(), "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "x"}
+        result = run_cli(["test-model", "zz-order", *R1, "--no-exit-on-error"], env)
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    lines = failure_lines(result.stderr)
+    assert len(lines) == 2
+    for line in lines:
+        assert (
+            f"(failed, exit code 1: the server at {base_url}/ refused the API key "
+            f"(HTTP 401: the server failed); check OPENAI_API_KEY; log: "
+        ) in line
+
+
+def test_a_model_the_server_does_not_know_that_looks_like_dummy_is_asked_about(
+    isolated: Path,
+) -> None:
+    from chat_server import ChatServer
+
+    server = ChatServer().start()
+    try:
+        env = {**ours_first_on_path(), "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "x"}
+        result = run_cli(["dumy", "zz-chain", *R1], env)
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    [line] = failure_lines(result.stderr)
+    assert "does not know model 'dumy' (HTTP 404: The model `dumy` does not exist); " in line
+    assert "did you mean 'dummy'?; log: " in line
+
+
+def test_the_failure_of_another_oaieval_gives_the_exception_of_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "tracebin"
+    bin_dir.mkdir()
+    script = bin_dir / "oaieval"
+    # As the original's oaieval fails: a traceback, then its logging goes on.
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "print('[2026-01-01 00:00:00,000] [oaieval.py:1] Run started', file=sys.stderr)\n"
+        "print('Traceback (most recent call last):', file=sys.stderr)\n"
+        "print('  File \"oaieval.py\", line 2, in <module>', file=sys.stderr)\n"
+        "print('openai.AuthenticationError: Error code: 401', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(["gpt-4", "zz-chain", *R1])
+    assert result.returncode == 1
+    [line] = failure_lines(result.stderr)
+    assert "(failed, exit code 1: openai.AuthenticationError: Error code: 401; log: " in line
+
+
+# -- prices ----------------------------------------------------------------------------------
+
+
+def test_a_cost_too_small_for_four_decimals_is_shown_with_its_digits(
+    isolated: Path, tmp_path: Path
+) -> None:
+    from chat_server import ChatServer
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("test-model: {input: 1, output: 1}\n")  # $1 per million tokens
+    server = ChatServer().start()
+    base_url = server.base_url
+    try:
+        env = {**ours_first_on_path(), "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "x"}
+        result = run_cli(["test-model", "zz-chain", *R1, "--prices", str(prices)], env)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    # One sample, one answer of 2 tokens, at $0.000001 each: $0.000002, not "$0.0000".
+    row = next(line.split() for line in result.stderr.splitlines() if line.startswith("zz-c."))
+    assert row[4:6] == ["2", "$0.0000020"], row
+    grid = run_cli(["--compare", "zz-chain", "--prices", str(prices)])
+    assert "/ 2 $0.0000020" in grid.stdout  # the model's totals
+    assert re.search(r"zz-c\.dev\.v0\s+done\s+1\s+\S+\s+2\s+\$0\.0000020$", grid.stdout, re.M)
+    assert "$0.0000" not in result.stderr.replace("$0.0000020", "")
+
+
+@pytest.mark.parametrize("entry", ["{input: -1, output: 10}", "{input: 1, output: .nan}"])
+def test_a_negative_price_is_refused_naming_the_file_and_model(
+    fake: Fake, tmp_path: Path, isolated: Path, entry: str
+) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"dummy: {{input: 1, output: 1}}\ngpt-4o: {entry}\n")
+    result = run_cli(["dummy", "zz-order", *R1, "--prices", str(prices)])
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"oaievalset: error: {prices}: model 'gpt-4o' has a price below 0 ")
+    assert fake.started() == [] and not isolated.exists()
+
+
+def test_a_run_whose_model_has_no_price_says_so_once(fake: Fake, tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpt-4o: {input: 2.5, output: 10}\n")
+    result = run_cli(["dummy", "zz-order", *R1, "--prices", str(prices)])
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"oaievalset: warning: {prices} has no price for model 'dummy'; no cost shown"
+    ]
+
+
+def test_the_comparisons_totals_say_dash_for_a_model_that_reports_no_tokens(
+    isolated: Path,
+) -> None:
+    assert run_cli(["dummy", "zz-order", *R1], ours_first_on_path()).returncode == 0
+    grid = run_cli(["--compare", "zz-order"])
+    assert grid.returncode == 0, grid.stderr
+    totals = next(line for line in grid.stdout.splitlines() if line.startswith("mean / tokens"))
+    assert totals.split() == ["mean", "/", "tokens", "0.000", "/", "-"]
+    for line in ("--format", "markdown"), ("--format", "text"):
+        assert "/ 0" not in run_cli(["--compare", "zz-order", *line]).stdout
+
+
+# -- the end-of-run table on a narrow terminal -------------------------------------------------
+
+
+def run_with_stderr_on_pty(
+    args: list[str], columns: int, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run oaievalset with stderr on a pseudo-terminal of the given width; returns the exit
+    code and what the terminal shows (stdout goes to a pipe)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [oaievalset_exe(), *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(follower)
+    screen = drain(leader)
+    assert proc.stdout is not None
+    proc.stdout.read()
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, screen.replace("\r\n", "\n")
+
+
+def table_of(screen: str) -> list[str]:
+    """The end-of-run table: the lines between the blank line and the report's path."""
+    lines = screen.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("oaievalset: report:"))
+    start = max(i for i in range(end) if not lines[i].strip())
+    return lines[start + 1 : end]
+
+
+def test_the_end_of_run_table_fits_a_40_column_terminal(fake: Fake) -> None:
+    long_names = ["dummy", "test-basic", "--no-exit-on-error"]
+    code, screen = run_with_stderr_on_pty(
+        long_names, 40, {"FAKE_OAIEVAL_EXIT": "test-includes.s1.simple-v0=2"}
+    )
+    assert code == 1
+    table = table_of(screen)
+    assert table and all(len(line) <= 40 for line in table), table
+    assert table[0] == "test-match.s1.simple-v0"
+    assert re.fullmatch(r"  done  \d+\.\ds  tries 1  tokens -", table[1]), table
+    assert table[2] == "  accuracy=0.5"
+    assert "test-includes-ignore-case.s1.simple-v0" in table
+    failed = table[table.index("test-includes.s1.simple-v0") + 1]
+    assert re.fullmatch(r"  failed  \d+\.\ds  tries 1  tokens -", failed), table
+    # A wide terminal, and a pipe, get the aligned table, a row per eval.
+    code, screen = run_with_stderr_on_pty(long_names, 120, {"FAKE_OAIEVAL_EXIT": ""})
+    assert table_of(screen)[0].split() == ["eval", "status", "time", "tries", "tokens", "metrics"]
+    piped = run_cli(["dummy", "test-basic"], {"COLUMNS": "40"})
+    assert table_of(piped.stderr)[0].split()[0] == "eval"

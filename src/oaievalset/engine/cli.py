@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from oaievalset.engine.errors import EngineError
 from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
@@ -86,6 +86,52 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=VersionAction, help="Show the version and exit.")
     return parser
+
+
+def is_this_oaieval(executable: str) -> bool:
+    """Whether a program is the `oaieval` console script of this package (its opening
+    imports this module's main), whose arguments this parser may then check."""
+    try:
+        with open(executable, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"from oaievalset.engine.cli import main" in head
+
+
+class _Refused(Exception):
+    pass
+
+
+def _refuse(message: str) -> NoReturn:
+    raise _Refused(message)
+
+
+def argument_problem(argv: Sequence[str], also: Sequence[str] = ()) -> str | None:
+    """What this oaieval would refuse in `argv` (its arguments, the program left out), as
+    one line that names the closest option (of ours, or of `also`), or None."""
+    parser = get_parser()
+    parser.error = _refuse  # type: ignore[method-assign]  # a line, not an exit
+    try:
+        _, extra = parser.parse_known_args(list(argv))
+    except _Refused as exc:
+        return f"oaieval would refuse its arguments: {exc}"
+    if not extra:
+        return None
+    if not extra[0].startswith("-") or extra[0] == "--":
+        return f"oaieval would refuse its arguments: unrecognized arguments: {' '.join(extra)}"
+    import difflib  # only for a message
+
+    flag = extra[0].split("=", 1)[0]
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    same = [o for o in known if _spelt(o) == _spelt(flag)]  # `--max-samples`, `--Seed`
+    close = same or difflib.get_close_matches(flag, [*known, *also], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{flag} is not an option of oaievalset, nor of the oaieval it is passed to{hint}"
+
+
+def _spelt(option: str) -> str:
+    return option.lstrip("-").replace("-", "_").lower()
 
 
 DEFAULT_RECORD_DIR = "/tmp/evallogs"  # as the original
@@ -237,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args, args_list)
     except OaiEvalSetError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        from oaievalset.outcome import ERROR_PREFIX  # read back by the orchestrator
+
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no record written", file=sys.stderr)

@@ -150,6 +150,11 @@ class OpenAIChatCompletionFn:
         self._options = options
         api_key = settings.get("api_key") or os.environ.get("OPENAI_API_KEY")
         if not api_key:
+            if _looks_like_dummy(model):
+                raise EngineError(
+                    f"did you mean 'dummy'? Model '{model}' is not the offline model, so it is "
+                    f"a chat model, which needs OPENAI_API_KEY (it is not set)"
+                )
             raise EngineError(
                 f"OPENAI_API_KEY is not set; model '{model}' needs it "
                 f"(any value will do for a local server; 'dummy' needs none)"
@@ -265,9 +270,12 @@ class OpenAIChatCompletionFn:
                 f"check OPENAI_API_KEY"
             )
         if status == 404 and _is_about_the_model(exc, self.name):
+            check = (
+                "did you mean 'dummy'?" if _looks_like_dummy(self.name) else "check the model name"
+            )
             return ModelError(
                 f"the server at {self._base_url} does not know model '{self.name}' "
-                f"(HTTP 404: {message}); check the model name"
+                f"(HTTP 404: {message}); {check}"
             )
         if status == 404:
             path = _request_path(exc)
@@ -280,6 +288,13 @@ class OpenAIChatCompletionFn:
             f"the server at {self._base_url} answered HTTP {status} for model "
             f"'{self.name}': {message}"
         )
+
+
+def _looks_like_dummy(model: str) -> bool:
+    """`dumy`, `Dummy`, `dummmy`: a slip of the offline model's name."""
+    import difflib  # only for a message
+
+    return difflib.SequenceMatcher(None, model.lower(), "dummy").ratio() >= 0.8
 
 
 def _backoff(tries: int, retry_after: float | None) -> float:

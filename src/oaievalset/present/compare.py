@@ -11,6 +11,7 @@ from typing import Any
 
 from oaievalset.compare import Cell, Comparison
 from oaievalset.present.table import align
+from oaievalset.prices import format_cost
 
 FORMAT_VERSION = 1  # of the JSON; raised when a field changes meaning or goes
 
@@ -71,8 +72,11 @@ def grid_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     for model in comparison.models:
         agg = comparison.aggregate(model)
         mean = "-" if agg["mean"] is None else f"{agg['mean']:.3f}"
-        cost = "" if agg["cost"] is None else f" ${agg['cost']:.4f}"
-        totals.append(f"{mean} / {agg['usage']['total_tokens']:,}{cost}")
+        cost = "" if agg["cost"] is None else f" {format_cost(agg['cost'])}"
+        # `-`, as in each cell, for a model that reports no tokens (dummy), not a count of 0.
+        reported = any(c.usage for (m, _), c in comparison.cells.items() if m == model)
+        tokens = f"{agg['usage']['total_tokens']:,}" if reported else "-"
+        totals.append(f"{mean} / {tokens}{cost}")
     rows.append(totals)
     return header, rows
 
@@ -113,7 +117,7 @@ def _details_text(comparison: Comparison) -> str:
                 "-" if cell.samples is None else str(cell.samples),
                 "-" if cell.duration is None else f"{cell.duration:.1f}s",
                 "-" if cell.usage is None else f"{cell.usage.total_tokens:,}",
-                "-" if cell.cost is None else f"${cell.cost:.4f}",
+                format_cost(cell.cost),
             ]
         )
     return "\n".join(align([header, *rows]))

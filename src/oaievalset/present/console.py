@@ -33,52 +33,74 @@ def alert(text: str, color: bool) -> str:
     return f"{_RED}>>> {text}{_RESET}" if color else f">>> {text}"
 
 
+RUN_NOTE = "the evals go on, and the summary still goes to stderr and to report.json"
+LOST_NOTE = "what this command prints is lost"
+
+
 class GuardedStdout:
-    """Standard output that survives its reader leaving (`oaievalset ... | head -1`).
+    """Standard output that survives its reader leaving (`oaievalset ... | head -1`), or
+    never being there (`oaievalset ... >&-`, where Python's sys.stdout is None).
 
     The evals are costly work: when the pipe closes, the run goes on, says so once on
-    stderr, and what would have gone to stdout goes nowhere. The descriptor is pointed at
-    /dev/null, so that the interpreter's last flush does not fail either.
+    stderr (with `note`, what that means for this command), and what would have gone to
+    stdout goes nowhere. The descriptor is pointed at /dev/null, so that the interpreter's
+    last flush does not fail either, and so that no file opened later takes its number.
     """
 
-    def __init__(self, stream: IO[str], prog: str) -> None:
+    def __init__(self, stream: IO[str] | None, prog: str, note: str = RUN_NOTE) -> None:
         self._stream = stream
         self._prog = prog
-        self._closed = False
+        self.note = note
+        self._closed = stream is None
+        self._told = False
+        if stream is None:
+            _point_at_devnull(1)
 
     def write(self, text: str) -> int:
-        if not self._closed:
+        if self._stream is not None and not self._closed:
             try:
                 return self._stream.write(text)
             except BrokenPipeError:
-                self._lost()
+                self._lost(self._stream)
+        self._tell()
         return len(text)
 
     def flush(self) -> None:
-        if not self._closed:
+        if self._stream is not None and not self._closed:
             try:
                 self._stream.flush()
             except BrokenPipeError:
-                self._lost()
+                self._lost(self._stream)
+                self._tell()
 
     def isatty(self) -> bool:
-        return not self._closed and self._stream.isatty()
+        return self._stream is not None and not self._closed and self._stream.isatty()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
-    def _lost(self) -> None:
+    def _lost(self, stream: IO[str]) -> None:
         self._closed = True
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
+            _point_at_devnull(stream.fileno())
+
+    def _tell(self) -> None:
+        if self._told:
+            return
+        self._told = True
         import sys
 
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             print(
-                f"{self._prog}: standard output was closed; the evals go on, and the summary "
-                f"still goes to stderr and to report.json",
+                f"{self._prog}: standard output was closed; {self.note}",
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def _point_at_devnull(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)

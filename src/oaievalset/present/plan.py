@@ -20,7 +20,10 @@ def plan_text(
         if e.get("where"):
             lines.append(f"  {'':{width}}  last ran as {e['where']}")
         if "exit_code" in e and e["exit_code"] is not None:
-            lines.append(f"  {'':{width}}  last exit code {e['exit_code']}; log: {e.get('log')}")
+            why = f": {e['reason']}" if e.get("reason") else ""
+            lines.append(
+                f"  {'':{width}}  last exit code {e['exit_code']}{why}; log: {e.get('log')}"
+            )
         for other in e.get("recorded_as", []):
             lines.append(
                 f"  {'':{width}}  not done: recorded with other arguments: {format_entry(other)}"

@@ -15,9 +15,9 @@ from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.metrics import finite, scores
 from oaievalset.metrics import headline as metrics_headline
-from oaievalset.outcome import read_outcome
+from oaievalset.outcome import read_error, read_outcome
 from oaievalset.present.table import align
-from oaievalset.prices import cost_of
+from oaievalset.prices import cost_of, format_cost
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, PENDING, Result
 
@@ -48,9 +48,12 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def summary_table(results: Sequence[Result], price: tuple[float, float] | None = None) -> str:
+def summary_table(
+    results: Sequence[Result], price: tuple[float, float] | None = None, width: int | None = None
+) -> str:
     """One row per eval: eval, status, duration, attempts, tokens (and cost, given the
-    model's price), where it ran (on a cluster), headline metrics; then the totals."""
+    model's price), where it ran (on a cluster), headline metrics; then the totals. Wider
+    than `width` (a terminal's), each row is its eval's line and its cells below it."""
     where = any(r.where for r in results)
     header = ["eval", "status", "time", "tries", "tokens"]
     header += ["cost"] * bool(price) + ["where"] * where + ["metrics"]
@@ -71,11 +74,51 @@ def summary_table(results: Sequence[Result], price: tuple[float, float] | None =
         row = ["total", "", "", "", f"{total.total_tokens:,}"]
         row += [_money(cost_of(total, price))] * bool(price) + [""] * where
         rows.append([*row, f"(this run: {this_run.total_tokens:,} tokens)"])
-    return "\n".join(align([header, *rows]))
+    lines = align([header, *rows])
+    if width is not None and max(len(line) for line in lines) > width:
+        lines = _stacked(header, rows, width)
+    return "\n".join(lines)
+
+
+_UNLABELLED = ("status", "time", "metrics")  # their values say what they are
+
+
+def _stacked(header: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> list[str]:
+    """The table for a narrow terminal: each eval on a line of its own, then its cells,
+    `tries 1  tokens 1,234`, as many to a line as fit."""
+    import textwrap
+
+    lines = []
+    for row in rows:
+        lines += textwrap.wrap(row[0], width) or [""]  # a long name breaks at its hyphens
+        cells = [
+            value if name in _UNLABELLED else f"{name} {value}"
+            for name, value in zip(header[1:], row[1:])
+            if value and not (name in _UNLABELLED and value == "-")
+        ]
+        line = ""
+        for cell in cells:
+            if line and len(line) + 2 + len(cell) > width:
+                lines.append(line)
+                line = ""
+            line = f"{line}  {cell}" if line else f"  {cell}"
+        if line:
+            lines += textwrap.wrap(line, width, initial_indent="", subsequent_indent="  ")
+    return lines
+
+
+def _terminal_width(stream: Any) -> int | None:
+    """The width of the terminal the stream is, or None: a file or pipe gets whole rows."""
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns or None
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
+    return format_cost(value)
 
 
 def json_report(
@@ -184,7 +227,7 @@ def conclude(
     by_command = {tuple(r.command): r for r in results}
     ordered = [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
     print("", file=err)
-    print(summary_table(ordered, (prices or {}).get(model)), file=err)
+    print(summary_table(ordered, (prices or {}).get(model), _terminal_width(err)), file=err)
     path = _write(progress, json_report(model, eval_set, progress.path, ordered, exit_code))
     if path is not None:
         print(f"{PROG}: report: {path}", file=err)
@@ -262,6 +305,9 @@ def _failure_reason(r: Result) -> str:
     why: str = r.status
     if r.status == FAILED and r.exit_code is not None:
         why = f"{r.status}, {describe_exit(r.exit_code)}"
+        error = read_error(r.log)  # the engine's own one line, when it wrote one
+        if error:
+            why += f": {error}"
     return f"{why}; log: {r.log}"
 
 

@@ -69,10 +69,21 @@ class Claims:
         }
 
     def _held_by_other(self, command: Sequence[str]) -> bool:
-        if self.try_claim(command):
-            self.release(command)
-            return False
-        return True
+        if command_id(command) in self._held:
+            return False  # ours
+        # A probe that only reads, so that `--plan` works in a folder it cannot write to
+        # (flock does not need a descriptor open for writing).
+        try:
+            fd = os.open(self._path(command), os.O_RDONLY)
+        except OSError:
+            return False  # gone since the listing, or unreadable: nobody we can see
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing it releases the probe's flock
+        return False
 
     def release_all(self) -> None:
         for fd in self._held.values():
