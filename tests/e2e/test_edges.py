@@ -661,7 +661,7 @@ def test_a_misspelt_dummy_is_asked_about_and_the_failure_says_why(isolated: Path
 
 
 def test_a_refused_api_key_is_the_reason_given_for_the_failure(isolated: Path) -> None:
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     server = ChatServer(fail_status=401).start()
     base_url = server.base_url
@@ -683,7 +683,7 @@ def test_a_refused_api_key_is_the_reason_given_for_the_failure(isolated: Path) -
 def test_a_model_the_server_does_not_know_that_looks_like_dummy_is_asked_about(
     isolated: Path,
 ) -> None:
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     server = ChatServer().start()
     try:
@@ -727,7 +727,7 @@ def test_the_failure_of_another_oaieval_gives_the_exception_of_its_traceback(
 def test_a_cost_too_small_for_four_decimals_is_shown_with_its_digits(
     isolated: Path, tmp_path: Path
 ) -> None:
-    from chat_server import ChatServer
+    from helpers.chat_server import ChatServer
 
     prices = tmp_path / "prices.yaml"
     prices.write_text("test-model: {input: 1, output: 1}\n")  # $1 per million tokens
