@@ -142,7 +142,8 @@ class _Run:
         self.executor = executor
         self.view = view
         self.total = total
-        self.queue: deque[_Slot] = deque(slots)  # pending, and waiting for a retry
+        self.queue: deque[_Slot] = deque(slots)  # pending, in registry order
+        self.retries: list[_Slot] = []  # waiting for a retry, each until its not_before
         self.running: dict[int, _Slot] = {}  # by id() of the job
         self.stopping = False  # an eval failed with --exit-on-error: start nothing new
         self._earlier: dict[str, CommandState] | None = None  # the journal, read once
@@ -150,13 +151,13 @@ class _Run:
     # -- the loop ----------------------------------------------------------------------
 
     def loop(self) -> None:
-        while self.queue or self.running:
+        while self.queue or self.retries or self.running:
             self.start_what_may_start()
             if self.stopping and not self.running:
                 self.give_up_waiting()
                 return
             if not self.running:
-                if not self.queue:
+                if not self.retries:  # nothing could start, nothing will
                     return
                 time.sleep(max(0.0, self.next_retry() - time.monotonic()))
                 continue
@@ -166,27 +167,31 @@ class _Run:
                 self.end(self.running.pop(id(outcome.job)), outcome)
 
     def start_what_may_start(self) -> None:
-        """Up to `jobs` at once, nothing new once stopping, retries when their time comes."""
+        """Up to `jobs` at once, nothing new once stopping: first the retries whose time
+        has come, then the pending evals; a retry still waiting holds back none of them."""
         now = time.monotonic()
-        while self.queue and not self.stopping and len(self.running) < self.options.jobs:
-            slot = self.queue[0]
-            if slot.not_before > now:
+        due = sorted((s for s in self.retries if s.not_before <= now), key=lambda s: s.not_before)
+        for slot in due:
+            if self.stopping or len(self.running) >= self.options.jobs:
                 return
-            self.queue.popleft()
-            if slot.phase == PENDING and not self.claim(slot):
-                continue
+            self.retries.remove(slot)
             self.start(slot)
+        while self.queue and not self.stopping and len(self.running) < self.options.jobs:
+            slot = self.queue.popleft()
+            if self.claim(slot):
+                self.start(slot)
 
     def wait_time(self) -> float | None:
-        """Until the next deadline: a timeout, a kill after a timeout, or a retry."""
+        """Until the next deadline: a timeout, a kill after a timeout, or a retry that a
+        free slot could start."""
         wake = [s.deadline for s in self.running.values() if s.deadline and not s.timed_out]
         wake += [s.kill_at for s in self.running.values() if s.kill_at]
-        if self.queue and not self.stopping and len(self.running) < self.options.jobs:
+        if self.retries and not self.stopping and len(self.running) < self.options.jobs:
             wake.append(self.next_retry())
         return max(0.0, min(wake) - time.monotonic()) if wake else None
 
     def next_retry(self) -> float:
-        return min(s.not_before for s in self.queue)
+        return min(s.not_before for s in self.retries)
 
     # -- transitions -------------------------------------------------------------------
 
@@ -257,7 +262,7 @@ class _Run:
             )
             slot.phase = WAITING
             slot.not_before = time.monotonic() + delay
-            self.queue.appendleft(slot)
+            self.retries.append(slot)
             return
         self.fail(slot, TIMEOUT if slot.timed_out else FAILED)
         self.view.failure(f"Failed: {slot.name} ({why}); log: {result.log}", result.log)
@@ -327,9 +332,9 @@ class _Run:
 
     def give_up_waiting(self) -> None:
         """Stopping: an eval waiting for its retry ends as its last attempt did."""
-        for slot in self.queue:
-            if slot.phase == WAITING:
-                self.finish(slot, TIMEOUT if slot.timed_out else FAILED)
+        for slot in self.retries:
+            self.finish(slot, TIMEOUT if slot.timed_out else FAILED)
+        self.retries.clear()
         self.queue.clear()
 
     def settle_held(self) -> None:

@@ -836,3 +836,41 @@ def test_the_end_of_run_table_fits_a_40_column_terminal(fake: Fake) -> None:
     assert table_of(screen)[0].split() == ["eval", "status", "time", "tries", "tokens", "metrics"]
     piped = run_cli(["dummy", "test-basic"], {"COLUMNS": "40"})
     assert table_of(piped.stderr)[0].split()[0] == "eval"
+
+
+# -- waiting retries (issue: the backoff spun and held back the queue) -----------------------
+
+
+def test_a_waiting_retry_costs_no_cpu_and_holds_back_no_other_eval(
+    fake: Fake, isolated: Path
+) -> None:
+    import resource
+
+    env = {
+        **os.environ,
+        "FAKE_OAIEVAL_FAIL_TIMES": "zz-b.dev.v0=2",  # fails at once, twice: 1 s + 2 s of backoff
+        "FAKE_OAIEVAL_SLEEP": "0.4",
+        "FAKE_OAIEVAL_SLEEP_FOR": "zz-b.dev.v0=0",
+    }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
+    done = subprocess.run(
+        [oaievalset_exe(), "dummy", "zz-glob", *R1, "-j", "2", "--attempts", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0, done.stderr
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # The driver and its seven short children; a loop spinning on the backoff burns a core.
+    assert cpu < 0.4 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s"
+    starts = [e["argv"][1] for e in fake.events() if e["event"] == "start"]
+    assert starts.count("zz-b.dev.v0") == 3
+    second_try = [i for i, k in enumerate(starts) if k == "zz-b.dev.v0"][1]
+    # zz-c and zz-x1 took the free slot while zz-b waited for its retry.
+    assert starts.index("zz-c.dev.v0") < second_try
+    assert starts.index("zz-x1.v0") < second_try
+    assert sorted(recorded_keys(progress_file(isolated, "dummy", "zz-glob"))) == sorted(set(starts))
