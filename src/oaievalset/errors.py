@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # at least one eval failed
+EXIT_FAILED = 1  # at least one eval failed, or an error stopped the run midway
 EXIT_USAGE = 2  # usage, registry or progress-file error: nothing was run
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
@@ -36,5 +36,12 @@ class ProgressError(OaiEvalSetError):
 
 class LaunchError(OaiEvalSetError):
     """The eval command could not be started (for instance not found on PATH)."""
+
+    exit_code = EXIT_FAILED
+
+
+class RunStopped(OaiEvalSetError):
+    """An error stopped the run after it had started: the table and the report are written,
+    then this one line."""
 
     exit_code = EXIT_FAILED

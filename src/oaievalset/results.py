@@ -88,6 +88,7 @@ class Result:
         self.metrics: dict[str, Any] = metrics if metrics is not None else {}
         self.record = record  # the JSONL record the eval wrote, as its log names it
         self.where = where  # the node or job that ran it, when an executor says
+        self.reason: str | None = None  # why it failed, when its log cannot say
         self.usage_all_runs: Usage | None = None  # of every run of it, as the journal keeps
 
     def __repr__(self) -> str:

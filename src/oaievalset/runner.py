@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.commands import Command, command_id
+from oaievalset.errors import OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.outcome import read_outcome
 from oaievalset.present.view import View
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from oaievalset.executors.base import Executor, Job
 
 # Result is the runner's product: tests and the Python API take it from here.
-__all__ = ["Interrupted", "Result", "RunOptions", "execute"]
+__all__ = ["Aborted", "Interrupted", "Result", "RunOptions", "execute"]
 
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
 BACKOFF_MAX = 10.0
@@ -65,6 +66,21 @@ class Interrupted(Exception):
     def __init__(self, results: list[Result]) -> None:
         super().__init__("interrupted")
         self.results = results
+
+
+class Aborted(Exception):
+    """An error stopped the run midway (an eval that could not be started, a state file
+    that could not be written): the running evals were stopped and not recorded, and the
+    eval it happened to failed with it as the reason."""
+
+    def __init__(self, results: list[Result], error: OaiEvalSetError | OSError) -> None:
+        super().__init__(str(error))
+        self.results = results
+        self.error = error
+
+    @property
+    def reason(self) -> str:
+        return _error_text(self.error)
 
 
 class _Slot:
@@ -119,6 +135,11 @@ def execute(
         view.clear()
         run.stop_all()
         raise Interrupted([s.result for s in slots]) from None
+    except (OaiEvalSetError, OSError) as exc:
+        # One way out for every error: the eval it struck fails with it, the others stop.
+        view.clear()
+        run.abort(exc)
+        raise Aborted([s.result for s in slots], exc) from None
     view.clear()
     return [s.result for s in slots]
 
@@ -146,6 +167,7 @@ class _Run:
         self.retries: list[_Slot] = []  # waiting for a retry, each until its not_before
         self.running: dict[int, _Slot] = {}  # by id() of the job
         self.stopping = False  # an eval failed with --exit-on-error: start nothing new
+        self.busy: _Slot | None = None  # the slot being started or ended, if an error strikes
         self._earlier: dict[str, CommandState] | None = None  # the journal, read once
 
     # -- the loop ----------------------------------------------------------------------
@@ -227,7 +249,9 @@ class _Run:
         slot.timed_out = False
         slot.phase = RUNNING  # before the line is drawn, so that the live line counts it
         self.view.say(f"Running command: {slot.name} ({slot.index}/{self.total})")
+        self.busy = slot
         slot.job = adopted or self.executor.start(spec)
+        self.busy = None
         result.where = slot.job.where
         slot.deadline = time.monotonic() + self.options.timeout if self.options.timeout else None
         slot.kill_at = None
@@ -250,8 +274,11 @@ class _Run:
         code = result.exit_code = outcome.exit_code
         result.ended = time.time()
         result.where = outcome.where or result.where
+        result.reason = outcome.reason
         if code == 0 and not slot.timed_out:
+            self.busy = slot  # recording it may fail (the progress lock, a full disk)
             self.succeed(slot, outcome.record)
+            self.busy = None
             return
         why = "timed out" if slot.timed_out else outcome.reason or describe_exit(code)
         if result.attempts < self.options.attempts and not self.stopping:
@@ -346,6 +373,21 @@ class _Run:
                 recorded = self.progress.is_recorded(slot.command)
                 self.finish(slot, DONE_ELSEWHERE if recorded else INCOMPLETE)
 
+    def abort(self, error: OaiEvalSetError | OSError) -> None:
+        """An error midway: the eval it struck fails with it as the reason (not recorded),
+        the running ones are stopped, the waiting ones give up."""
+        slot, self.busy = self.busy, None
+        if slot is not None and slot.phase != ENDED:
+            self.running = {k: s for k, s in self.running.items() if s is not slot}
+            slot.result.ended = slot.result.ended or time.time()
+            slot.result.reason = _error_text(error)
+            with contextlib.suppress(Exception):  # the state only informs
+                self.state.release(slot.command)
+            with contextlib.suppress(Exception):
+                self.finish(slot, FAILED)
+            slot.phase, slot.result.status = ENDED, FAILED
+        self.stop_all()
+
     def stop_all(self) -> None:
         """Interrupted: stop every running child (SIGTERM, then SIGKILL after a grace
         period); nothing more is recorded. Running and waiting evals end interrupted."""
@@ -380,3 +422,10 @@ class _Run:
                 for slot in left.values():
                     if slot.job is not None:
                         slot.job.kill()
+
+
+def _error_text(error: OaiEvalSetError | OSError) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error)

@@ -9,13 +9,22 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from oaievalset.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, LaunchError, RegistryError
+from oaievalset.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LaunchError,
+    RegistryError,
+    RunStopped,
+)
 from oaievalset.present.console import highlight, use_color
 from oaievalset.results import FAILURES, Result
 
 if TYPE_CHECKING:
+    from oaievalset import runner
     from oaievalset.commands import Command
     from oaievalset.executors.base import Executor
+    from oaievalset.prices import Price
     from oaievalset.registry import Registry, SetResolution
     from oaievalset.state.progress import ProgressFile
 
@@ -50,52 +59,75 @@ def run_set(
     executor: Executor | None = None,
 ) -> int:
     """Run every eval of the set against the model; returns the exit code. Errors the user
-    can fix raise an OaiEvalSetError before anything runs."""
+    can fix raise an OaiEvalSetError before anything runs; an error midway raises
+    RunStopped once the table and the report are written."""
     from oaievalset.state.progress import ProgressFile, progress_path
 
     color = use_color(sys.stdout) if color is None else color
-    prices = None
-    if settings.prices:
-        from oaievalset.prices import load_prices
-
-        prices = load_prices(settings.prices)  # a bad file fails before anything runs
-        if settings.model not in prices:
-            _warn(f"{settings.prices} has no price for model '{settings.model}'; no cost shown")
+    prices = _prices(settings)
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume
     )
     if settings.plan:
         return _show_plan(settings, commands, progress)
-
     done = _announce(settings, commands, progress)
     todo = [c for c in commands if tuple(c) not in done]
-    results, interrupted = _run_todo(settings, commands, todo, progress, color, executor)
-    exit_code = _reduce(results, interrupted)
+    results, interrupted, stopped = _run_todo(settings, commands, todo, progress, color, executor)
+    exit_code = _reduce(results, interrupted, stopped is not None)
     if exit_code == EXIT_OK:
         print(highlight("All done!", color))
     sys.stdout.flush()
-    if commands:
-        from oaievalset.present import report
-
-        earlier = report.earlier_results([c for c in commands if tuple(c) in done], progress)
-        report.conclude(
-            settings.model,
-            settings.eval_set,
-            progress,
-            commands,
-            earlier + results,
-            exit_code,
-            err_color=use_color(sys.stderr),
-            prices=prices,
-        )
+    _conclude(settings, commands, done, progress, results, exit_code, prices)
+    if stopped is not None:
+        raise RunStopped(f"the run stopped midway: {stopped.reason}")
     return exit_code
 
 
-def _reduce(results: list[Result], interrupted: bool) -> int:
+def _prices(settings: Settings) -> dict[str, Price] | None:
+    """The prices file, read before anything runs (a bad one fails here)."""
+    if not settings.prices:
+        return None
+    from oaievalset.prices import load_prices
+
+    prices = load_prices(settings.prices)
+    if settings.model not in prices:
+        _warn(f"{settings.prices} has no price for model '{settings.model}'; no cost shown")
+    return prices
+
+
+def _conclude(
+    settings: Settings,
+    commands: list[Command],
+    done: set[tuple[str, ...]],
+    progress: ProgressFile,
+    results: list[Result],
+    exit_code: int,
+    prices: dict[str, Price] | None,
+) -> None:
+    """The table, the report and the closing lines, for this run's results and the
+    records of the evals done before it."""
+    if not commands:
+        return
+    from oaievalset.present import report
+
+    earlier = report.earlier_results([c for c in commands if tuple(c) in done], progress)
+    report.conclude(
+        settings.model,
+        settings.eval_set,
+        progress,
+        commands,
+        earlier + results,
+        exit_code,
+        err_color=use_color(sys.stderr),
+        prices=prices,
+    )
+
+
+def _reduce(results: list[Result], interrupted: bool, stopped: bool) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
-    if any(r.status in FAILURES for r in results):
+    if stopped or any(r.status in FAILURES for r in results):
         return EXIT_FAILED
     return EXIT_OK
 
@@ -178,10 +210,11 @@ def _run_todo(
     progress: ProgressFile,
     color: bool,
     executor: Executor | None,
-) -> tuple[list[Result], bool]:
-    """Run what is left; returns the results and whether the run was interrupted."""
+) -> tuple[list[Result], bool, runner.Aborted | None]:
+    """Run what is left; returns the results, whether the run was interrupted, and the
+    error that stopped it midway, if one did."""
     if not todo:
-        return [], False
+        return [], False, None
     from oaievalset import runner
     from oaievalset.executors.base import check_executable
     from oaievalset.present import report
@@ -223,12 +256,14 @@ def _run_todo(
             err=sys.stderr,
         )
     except runner.Interrupted as stop:
-        return stop.results, True
+        return stop.results, True, None
+    except runner.Aborted as stop:
+        return stop.results, False, stop
     finally:
         progress.close()
         if own is not None:
             own.close()
-    return results, False
+    return results, False, None
 
 
 def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:

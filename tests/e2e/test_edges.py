@@ -348,7 +348,7 @@ def test_an_eval_killed_by_a_signal_is_reported_by_the_signal_name(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     result = run_cli(["dummy", "zz-order", *R1, "-j", "2", "--no-exit-on-error"])
     assert result.returncode == 1
-    assert "killed by SIGKILL" in result.stderr and "-9" not in result.stderr
+    assert "killed by SIGKILL" in result.stderr and "exit code -9" not in result.stderr
 
 
 def test_two_runs_at_once_each_keep_their_own_report(fake: Fake, isolated: Path) -> None:
@@ -874,3 +874,48 @@ def test_a_waiting_retry_costs_no_cpu_and_holds_back_no_other_eval(
     assert starts.index("zz-c.dev.v0") < second_try
     assert starts.index("zz-x1.v0") < second_try
     assert sorted(recorded_keys(progress_file(isolated, "dummy", "zz-glob"))) == sorted(set(starts))
+
+
+# -- one way out of a run (issue: an error midway skipped the ending) ---------------------
+
+
+def test_a_launch_that_fails_midway_ends_the_run_through_its_ending(
+    fake: Fake, isolated: Path
+) -> None:
+    from helpers.processes import alive
+
+    env = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-b.dev.v0=0.5,zz-a.dev.v0=30"}
+    proc = start(["dummy", "zz-glob", *R1, "-j", "2"], env)
+    wait_for(lambda: len(fake.started()) == 2)  # zz-b (short) and zz-a (long) run
+    (fake.bin / "oaieval").chmod(0o644)  # so the next launch, zz-c's, fails for real
+    began = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert time.monotonic() - began < 10, "the running eval was stopped, not waited for"
+    long_running = started_pids(fake, "zz-a.dev.v0")[0]
+    wait_for(lambda: not alive(long_running), timeout=5)
+    lines = err.strip().splitlines()
+    assert lines[-1] == (
+        "oaievalset: error: the run stopped midway: 'oaieval' is not executable; "
+        "check its permissions"
+    ), err
+    assert "Traceback" not in err
+    assert re.search(r"^zz-b\.dev\.v0\s+done", err, re.M), err  # the table is there
+    assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == ["zz-b.dev.v0"]
+    report = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
+    assert report["state"] == "ended" and report["exit_code"] == 1
+    status = {e["eval"]: e["status"] for e in report["evals"]}
+    assert status == {
+        "zz-b.dev.v0": "done",
+        "zz-a.dev.v0": "interrupted",
+        "zz-c.dev.v0": "failed",
+        "zz-x1.v0": "not run",
+    }
+    failed = next(e for e in report["evals"] if e["eval"] == "zz-c.dev.v0")
+    assert failed["reason"] == "'oaieval' is not executable; check its permissions"
+    # The resume runs what is not recorded, and nothing twice.
+    (fake.bin / "oaieval").chmod(0o755)
+    assert run_cli(["dummy", "zz-glob", *R1, "-j", "2"]).returncode == 0
+    assert sorted(recorded_keys(progress_file(isolated, "dummy", "zz-glob"))) == sorted(
+        ["zz-a.dev.v0", "zz-b.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
+    )

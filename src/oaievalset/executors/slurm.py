@@ -221,11 +221,16 @@ class SlurmExecutor(Defaults):
 
     def _exited(self, job: SlurmJob) -> Ended | None:
         try:
-            code, _, node = job.exit_file.read_text().strip().partition(" ")
+            text = job.exit_file.read_text(errors="replace").strip()
         except FileNotFoundError:
             return None
+        code, _, node = text.partition(" ")
         where = f"{job.where} on {node}" if node and node != "?" else job.where
-        return Ended(job, int(code), where=where)
+        try:
+            return Ended(job, int(code), where=where)
+        except ValueError:  # written aside and renamed, so whole: something else wrote it
+            return Ended(job, 1, where=where, reason=f"its exit file {job.exit_file} holds "
+                         f"{text[:40]!r}, not an exit code")  # fmt: skip
 
     def _queue_due(self) -> bool:
         signalled = any(job.signalled for job in self._jobs.values())

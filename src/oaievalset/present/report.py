@@ -144,6 +144,7 @@ def json_report(
                 "log": str(r.log) if r.log else None,
                 "record": r.record,
                 "where": r.where,
+                "reason": r.reason,
                 "usage": r.usage.as_dict() if r.usage else None,
                 "usage_all_runs": r.usage_all_runs.as_dict() if r.usage_all_runs else None,
                 "metrics": {k: finite(v) for k, v in r.metrics.items()},
@@ -300,10 +301,14 @@ def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str
 def _failure_reason(r: Result) -> str:
     from oaievalset.executors.base import describe_exit
 
+    if r.reason is not None and r.exit_code is None:  # it never ran: it could not start
+        return f"{r.status}: {r.reason}"
     if r.log is None:
         return f"{r.status}; another oaievalset process had it"
     why: str = r.status
-    if r.status == FAILED and r.exit_code is not None:
+    if r.reason is not None:  # what its executor said (a cluster's reason)
+        why = f"{r.status}: {r.reason}"
+    elif r.status == FAILED and r.exit_code is not None:
         why = f"{r.status}, {describe_exit(r.exit_code)}"
         error = read_error(r.log)  # the engine's own one line, when it wrote one
         if error:
