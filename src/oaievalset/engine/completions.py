@@ -173,7 +173,8 @@ class OpenAIChatCompletionFn:
         self._try_timeout = seconds_from_env("OAIEVAL_REQUEST_TIMEOUT", TRY_TIMEOUT) or None
         self._throttle = Throttle()
         self._reached = False  # a server that answered once and then refuses is restarting
-        self._first = threading.Lock()
+        self._first = threading.Condition()  # guards the two flags below
+        self._asking_first = False  # a request is out, and no answer has been read yet
         self._answered = False
 
     def __call__(self, prompt: Prompt, **kwargs: Any) -> Completion:
@@ -247,13 +248,27 @@ class OpenAIChatCompletionFn:
     def _first_answer(self) -> Iterator[None]:
         """Until one answer has been read, one request at a time: the openai package builds
         its response types on first use, and with some versions of it and pydantic (seen
-        on Python 3.9) threads building them at once fail."""
+        on Python 3.9) threads building them at once fail. Once it is read, every request
+        waiting here goes at once; if the first fails, the next one waiting goes alone."""
         if self._answered:
             yield
             return
         with self._first:
+            while self._asking_first and not self._answered:
+                self._first.wait()
+            first = self._asking_first = not self._answered
+        if not first:
             yield
-            self._answered = True
+            return
+        answered = False
+        try:
+            yield
+            answered = True
+        finally:
+            with self._first:
+                self._asking_first = False
+                self._answered = answered
+                self._first.notify_all()
 
     def _timeout(self, left: float) -> float | None:
         """One try waits at most OAIEVAL_REQUEST_TIMEOUT, and not past the retry budget."""
