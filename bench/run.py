@@ -3,6 +3,7 @@ bare shell loop, measured side by side in one run, printed as ratios.
 
     python bench/run.py                 # everything
     python bench/run.py startup engine  # some sections
+    python bench/run.py small           # small evals (6 and 20 samples) at 0.5 s a request
     BASELINE=REV python bench/run.py baseline   # this checkout against an earlier revision
 
 The original is installed once into bench/.work/original (its own virtual environment, as
@@ -329,6 +330,59 @@ def bench_engine(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> N
     )
 
 
+def _small_registry(sizes: Sequence[int]) -> tuple[Path, dict[str, str]]:
+    """A registry with a FuzzyMatch eval (the original's class path, which both engines run)
+    of each size, `bench-small-N.dev.v0`, and the right answers."""
+    root = WORK / "small-registry"
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "small").mkdir(parents=True, exist_ok=True)
+    answers: dict[str, str] = {}
+    specs = []
+    for size in sizes:
+        questions = {f"Small eval of {size}, question {i}?": f"Answer {i}" for i in range(size)}
+        answers.update(questions)
+        (root / "data" / "small" / f"{size}.jsonl").write_text(
+            "".join(
+                json.dumps({"input": [{"role": "user", "content": q}], "ideal": [a]}) + "\n"
+                for q, a in questions.items()
+            )
+        )
+        specs.append(
+            f"bench-small-{size}.dev.v0:\n  class: evals.elsuite.basic.fuzzy_match:FuzzyMatch\n"
+            f"  args:\n    samples_jsonl: small/{size}.jsonl\n"
+        )
+    (root / "evals" / "small.yaml").write_text("".join(specs))
+    return root, answers
+
+
+def bench_small(rounds: int = 3, sizes: Sequence[int] = (6, 20), latency: float = 0.5) -> None:
+    """Evals smaller than the thread count, where it shows whether requests overlap: our
+    oaieval and the original's, 10 threads, against one server answering in `latency` s."""
+    from helpers.chat_server import ChatServer
+
+    venv = original_venv()
+    root, answers = _small_registry(sizes)
+    server = ChatServer(answers=answers, latency=latency, models=("gpt-4",)).start()
+    say(f"small evals, {latency * 1000:.0f} ms per request, 10 threads:")
+    try:
+        env = _server_env(server)
+        for size in sizes:
+            record = WORK / "small-record.jsonl"
+            args = ["gpt-4", f"bench-small-{size}.dev.v0", "--registry_path", str(root),
+                    "--record_path", str(record)]  # fmt: skip
+            ours, theirs = side_by_side(
+                lambda a=args: timed([str(OURS_BIN / "oaieval"), *a], env),  # type: ignore[misc]
+                lambda a=args: timed([str(venv / "bin" / "oaieval"), *a], env),  # type: ignore[misc]
+                rounds,
+            )
+            say(
+                f"  {size:3} samples (one at a time: {size * latency:4.1f} s): ours {ours:5.2f} s"
+                f"   original {theirs:5.2f} s   ratio {ours / theirs:.3f}"
+            )
+    finally:
+        server.stop()
+
+
 def bench_unhealthy(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
     """What retries cost: the same eval against a healthy server, one that fails 30% of
     requests (429 and 500, no Retry-After), and one that answers 429 to everything for
@@ -638,6 +692,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "overhead": bench_overhead,
     "parallel": bench_parallel,
     "engine": bench_engine,
+    "small": bench_small,
     "unhealthy": bench_unhealthy,
     "coverage": bench_coverage,
     "slurm": bench_slurm,

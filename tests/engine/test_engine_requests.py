@@ -200,6 +200,28 @@ def test_test_match_asks_what_the_original_asks(server: ChatServer, tmp_path: Pa
     assert expected == ["15", "George Washington", "time"]
 
 
+@pytest.mark.parametrize("first_fails", [False, True], ids=["healthy", "first-try-fails"])
+def test_after_the_first_answer_the_requests_overlap(
+    server: ChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_fails: bool
+) -> None:
+    # Six samples, ten threads, half a second an answer: 3 s one at a time, 1 s overlapped.
+    monkeypatch.setenv("EVALS_THREADS", "10")
+    monkeypatch.setenv("OAIEVAL_REQUEST_TIMEOUT", "30")
+    server.latency = 0.5
+    if first_fails:  # a transient failure is no answer: the next request goes alone too
+        server.fail_when = lambda number, request: 500 if number == 0 else None
+    samples = [{"input": f"Capital {i}?", "ideal": "Paris"} for i in range(6)]
+    run(write_registry(tmp_path / "reg", samples), tmp_path, "r-includes.dev.v0")
+    alone = 2 if first_fails else 1
+    assert len(server.requests) == 6 + server.failures
+    # Alone until an answer is read (the openai package builds its response types then) ...
+    assert server.answered_before[:alone] == list(range(alone))
+    assert min(server.answered_before[alone:]) >= alone
+    # ... and then all at once. The server counts them, as wall time on a loaded machine
+    # would not tell: one at a time, it never has two.
+    assert server.most_in_flight >= 3, server.most_in_flight
+
+
 def test_samples_may_be_compressed_or_a_folder_and_blank_lines_are_skipped(
     server: ChatServer, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,39 @@ def test_a_bad_retry_budget_is_a_clear_error(
     monkeypatch.setenv("OAIEVAL_RETRY_BUDGET", "soon")
     code, _ = run(registry, tmp_path, "bad")
     assert code == 2
+
+
+@pytest.mark.parametrize("threads", ["1", "10"], ids=["sequential", "threaded"])
+def test_a_failed_threaded_run_does_not_stop_the_next_run_in_the_process(
+    server: ChatServer,
+    registry: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    threads: str,
+) -> None:
+    server.fail_status = 401  # one thread fails, the run stops the others
+    code, _ = run(registry, tmp_path, "refused")
+    assert code == 1
+    again = ChatServer(answer_fn=answer, models=("m",), retry_after="0.1")
+    again.fail_when = lambda number, request: 429 if number == 0 else None
+    again.start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", again.base_url)
+        monkeypatch.setenv("EVALS_THREADS", threads)
+        code, record = run(registry, tmp_path, "after")
+    finally:
+        again.stop()
+    assert code == 0 and again.failures == 1  # the 429 was retried, not given up on
+    assert len(again.requests) == SAMPLES + 1 and record.exists()
+
+
+def test_the_requests_of_a_failed_run_do_not_go_on_in_the_background(
+    server: ChatServer, registry: Path, tmp_path: Path
+) -> None:
+    # The first request is refused while the other threads wait for its answer: once the
+    # run has failed, they send nothing (one may have started in the moment it took).
+    server.fail_status, server.latency = 401, 0.3
+    code, _ = run(registry, tmp_path, "refused")
+    assert code == 1
+    time.sleep(1.5)
+    assert len(server.requests) <= 2, len(server.requests)

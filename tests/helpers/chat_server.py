@@ -37,6 +37,12 @@ class ChatServer:
     models: tuple[str, ...] = ("test-model",)
     requests: list[dict[str, Any]] = field(default_factory=list)
     failures: int = 0
+    # Requests not yet answered, counted until their answer starts to be written (so a
+    # client that sends one request per answer it reads never sees two), and the most at once.
+    in_flight: int = 0
+    most_in_flight: int = 0
+    answered_before: list[int] = field(default_factory=list)  # answers begun, by arrival
+    _answers: int = 0
     _server: ThreadingHTTPServer | None = None
     _started: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,6 +68,7 @@ class ChatServer:
 
             def _send(self, status: int, body: dict[str, Any], retry: bool = False) -> None:
                 data = json.dumps(body).encode()
+                self._answering()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -76,6 +83,23 @@ class ChatServer:
                 with owner._lock:
                     number = len(owner.requests)
                     owner.requests.append(request)
+                    owner.answered_before.append(owner._answers)
+                    owner.in_flight += 1
+                    owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
+                self._pending = True
+                try:
+                    self._reply(number, request)
+                finally:
+                    self._answering()
+
+            def _answering(self) -> None:
+                if getattr(self, "_pending", False):
+                    self._pending = False
+                    with owner._lock:
+                        owner.in_flight -= 1
+                        owner._answers += 1
+
+            def _reply(self, number: int, request: dict[str, Any]) -> None:
                 delay = owner.latency_fn(number) if owner.latency_fn else owner.latency
                 if delay:
                     time.sleep(delay)
@@ -87,6 +111,7 @@ class ChatServer:
                     with owner._lock:
                         owner.failures += 1
                     if status == 0:
+                        self._answering()
                         self.close_connection = True
                         self.connection.shutdown(2)  # a reset, as a crashing proxy does
                         return

@@ -9,6 +9,7 @@ budget, and all threads slow down together when the server says 429.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import logging
 import os
@@ -35,9 +36,17 @@ CLIENT_SETTINGS = ("api_base", "api_key")  # --completion_args that set up the c
 
 logger = logging.getLogger("oaieval")
 
-# Set when the eval stops (an error elsewhere, or Ctrl-C): requests waiting to be tried
-# again give up instead of going on in the background.
-STOPPING = threading.Event()
+# The stop signal of the eval run that a thread works for, set when that run stops (an
+# error elsewhere, or Ctrl-C): its requests give up instead of going on in the background.
+# Each run has its own (evals.run_in_threads sets it in its threads), so a run that failed
+# leaves nothing set for the next run in the same process.
+RUN_STOPPED: contextvars.ContextVar[threading.Event] = contextvars.ContextVar("run_stopped")
+_NEVER = threading.Event()  # the signal of a thread outside any run: never set
+
+
+def run_stopped() -> threading.Event:
+    """The stop signal of this thread's eval run."""
+    return RUN_STOPPED.get(_NEVER)
 
 
 class Completion(NamedTuple):
@@ -173,7 +182,8 @@ class OpenAIChatCompletionFn:
         self._try_timeout = seconds_from_env("OAIEVAL_REQUEST_TIMEOUT", TRY_TIMEOUT) or None
         self._throttle = Throttle()
         self._reached = False  # a server that answered once and then refuses is restarting
-        self._first = threading.Lock()
+        self._first = threading.Condition()  # guards the two flags below
+        self._asking_first = False  # a request is out, and no answer has been read yet
         self._answered = False
 
     def __call__(self, prompt: Prompt, **kwargs: Any) -> Completion:
@@ -197,6 +207,7 @@ class OpenAIChatCompletionFn:
         """One request, retried with backoff while its failure is transient and the budget
         lasts; other failures raise a ModelError at once."""
         openai = self._openai
+        stopped = run_stopped()
         began = time.monotonic()
         tries = 0
         while True:
@@ -204,6 +215,8 @@ class OpenAIChatCompletionFn:
             left = self._budget - (time.monotonic() - began)
             try:
                 with self._throttle, self._first_answer():
+                    if stopped.is_set():  # while this thread waited its turn
+                        raise ModelError("stopped before sending a request")
                     response = self._client.chat.completions.create(
                         model=self.name,
                         messages=messages,  # type: ignore[arg-type]  # plain dicts
@@ -237,23 +250,37 @@ class OpenAIChatCompletionFn:
                     f"tries in {spent:.0f} s ({failure}); the retry budget is "
                     f"{self._budget:g} s per request (OAIEVAL_RETRY_BUDGET)"
                 ) from None
-            if STOPPING.is_set():
+            if stopped.is_set():
                 raise ModelError(f"stopped while retrying a request ({failure})")
             logger.info(f"Retrying in {delay:.1f} s after try {tries} ({failure})")
-            if STOPPING.wait(delay):
+            if stopped.wait(delay):
                 raise ModelError(f"stopped while retrying a request ({failure})")
 
     @contextmanager
     def _first_answer(self) -> Iterator[None]:
         """Until one answer has been read, one request at a time: the openai package builds
         its response types on first use, and with some versions of it and pydantic (seen
-        on Python 3.9) threads building them at once fail."""
+        on Python 3.9) threads building them at once fail. Once it is read, every request
+        waiting here goes at once; if the first fails, the next one waiting goes alone."""
         if self._answered:
             yield
             return
         with self._first:
+            while self._asking_first and not self._answered:
+                self._first.wait()
+            first = self._asking_first = not self._answered
+        if not first:
             yield
-            self._answered = True
+            return
+        answered = False
+        try:
+            yield
+            answered = True
+        finally:
+            with self._first:
+                self._asking_first = False
+                self._answered = answered
+                self._first.notify_all()
 
     def _timeout(self, left: float) -> float | None:
         """One try waits at most OAIEVAL_REQUEST_TIMEOUT, and not past the retry budget."""

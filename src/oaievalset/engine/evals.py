@@ -218,9 +218,8 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
     rest and is raised here. The main thread only waits, so Ctrl-C reaches it at once, and
     the requests still in flight do not hold up the exit (a pool's threads would be joined).
     """
-    from oaievalset.engine.completions import STOPPING
+    from oaievalset.engine.completions import RUN_STOPPED
 
-    STOPPING.clear()
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for item in items:
         todo.put(item)
@@ -233,6 +232,7 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
         return
 
     def worker() -> None:
+        RUN_STOPPED.set(stop)  # this thread's own context: its requests give up with the run
         while not stop.is_set():
             try:
                 item = todo.get_nowait()
@@ -257,9 +257,9 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
         while not finished.wait(0.5):
             pass
     finally:
-        stop.set()  # on Ctrl-C too: the threads take nothing more
-        if errors or not finished.is_set() or left[0]:
-            STOPPING.set()  # and requests waiting for a retry give up
+        # On Ctrl-C too: the threads take nothing more, and their requests that wait for a
+        # retry or their turn give up. The event is this run's: the next run has its own.
+        stop.set()
     if errors:
         raise errors[0]
 
