@@ -3,11 +3,15 @@ runner that fills results in and the report that reads them."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from oaievalset.commands import Command
+from oaievalset.metrics import finite
 from oaievalset.records import Usage
 
 
@@ -94,6 +98,26 @@ class Result:
     def __repr__(self) -> str:
         return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"
 
+    def as_dict(self) -> dict[str, Any]:
+        """As report.json holds it: JSON values only (NaN as null)."""
+        return {
+            "eval": self.command[2] if len(self.command) > 2 else None,
+            "command": self.command,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "attempts": self.attempts,
+            "started": self.started,
+            "ended": self.ended,
+            "duration": self.duration,
+            "log": str(self.log) if self.log else None,
+            "record": self.record,
+            "where": self.where,
+            "reason": self.reason,
+            "usage": self.usage.as_dict() if self.usage else None,
+            "usage_all_runs": self.usage_all_runs.as_dict() if self.usage_all_runs else None,
+            "metrics": {k: finite(v) for k, v in self.metrics.items()},
+        }
+
     @property
     def usage(self) -> Usage | None:
         """The tokens of the run that counts, from its final report's usage sums."""
@@ -106,3 +130,12 @@ class Result:
         if self.started is None or self.ended is None or self.ended < self.started:
             return None
         return self.ended - self.started
+
+
+_RUNS = itertools.count(1)  # several runs in one process (the Python API) get their own ids
+
+
+def new_run_id() -> str:
+    """A run's name among the set's reports: its start (UTC), process and number."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{stamp}-{os.getpid()}-{next(_RUNS)}"

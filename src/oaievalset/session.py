@@ -18,7 +18,7 @@ from oaievalset.errors import (
     RunStopped,
 )
 from oaievalset.present.console import highlight, use_color
-from oaievalset.results import FAILURES, Result
+from oaievalset.results import FAILURES, Result, new_run_id
 
 if TYPE_CHECKING:
     from oaievalset import runner
@@ -73,12 +73,15 @@ def run_set(
         return _show_plan(settings, commands, progress)
     done = _announce(settings, commands, progress)
     todo = [c for c in commands if tuple(c) not in done]
-    results, interrupted, stopped = _run_todo(settings, commands, todo, progress, color, executor)
+    run_id = new_run_id()  # this run's name among the set's reports
+    results, interrupted, stopped = _run_todo(
+        settings, commands, todo, progress, run_id, color, executor
+    )
     exit_code = _reduce(results, interrupted, stopped is not None)
     if exit_code == EXIT_OK:
         print(highlight("All done!", color))
     sys.stdout.flush()
-    _conclude(settings, commands, done, progress, results, exit_code, prices)
+    _conclude(settings, commands, done, progress, run_id, results, exit_code, prices)
     if stopped is not None:
         raise RunStopped(f"the run stopped midway: {stopped.reason}")
     return exit_code
@@ -101,6 +104,7 @@ def _conclude(
     commands: list[Command],
     done: set[tuple[str, ...]],
     progress: ProgressFile,
+    run_id: str,
     results: list[Result],
     exit_code: int,
     prices: dict[str, Price] | None,
@@ -119,6 +123,7 @@ def _conclude(
         commands,
         earlier + results,
         exit_code,
+        run_id,
         err_color=use_color(sys.stderr),
         prices=prices,
     )
@@ -208,6 +213,7 @@ def _run_todo(
     commands: list[Command],
     todo: list[Command],
     progress: ProgressFile,
+    run_id: str,
     color: bool,
     executor: Executor | None,
 ) -> tuple[list[Result], bool, runner.Aborted | None]:
@@ -231,7 +237,7 @@ def _run_todo(
     own = _make_executor(settings, progress) if executor is None else None
     progress.prepare()
     # From here on, report.json describes this run, even if the process dies mid-way.
-    report.begin(settings.model, settings.eval_set, progress, commands)
+    report.begin(settings.model, settings.eval_set, progress, commands, run_id)
     jobs = settings.jobs or 1
     if settings.jobs is None and own is not None:
         jobs = own.default_jobs(len(todo))  # a cluster: as many at once as it has CPUs

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
-from oaievalset.metrics import finite, scores
 from oaievalset.metrics import headline as metrics_headline
+from oaievalset.metrics import scores
 from oaievalset.outcome import read_error, read_outcome
 from oaievalset.present.table import align
 from oaievalset.prices import cost_of, format_cost
@@ -129,27 +129,7 @@ def json_report(
     exit_code: int | None,
 ) -> dict[str, Any]:
     """The run summary for scripts."""
-    evals: list[dict[str, Any]] = []
-    for r in results:
-        evals.append(
-            {
-                "eval": r.command[2] if len(r.command) > 2 else None,
-                "command": r.command,
-                "status": r.status,
-                "exit_code": r.exit_code,
-                "attempts": r.attempts,
-                "started": r.started,
-                "ended": r.ended,
-                "duration": r.duration,
-                "log": str(r.log) if r.log else None,
-                "record": r.record,
-                "where": r.where,
-                "reason": r.reason,
-                "usage": r.usage.as_dict() if r.usage else None,
-                "usage_all_runs": r.usage_all_runs.as_dict() if r.usage_all_runs else None,
-                "metrics": {k: finite(v) for k, v in r.metrics.items()},
-            }
-        )
+    evals = [r.as_dict() for r in results]
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -203,11 +183,17 @@ def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list
     return results
 
 
-def begin(model: str, eval_set: str, progress: ProgressFile, commands: Sequence[Command]) -> None:
+def begin(
+    model: str,
+    eval_set: str,
+    progress: ProgressFile,
+    commands: Sequence[Command],
+    run_id: str,
+) -> None:
     """Write this run's report as it starts (every eval pending), so that report.json never
     describes another run, even if this one dies before it ends."""
     results = [Result(list(c), PENDING) for c in commands]
-    _write(progress, json_report(model, eval_set, progress.path, results, None))
+    _write(progress, run_id, json_report(model, eval_set, progress.path, results, None))
 
 
 def conclude(
@@ -217,6 +203,7 @@ def conclude(
     commands: Sequence[Command],
     results: Sequence[Result],
     exit_code: int,
+    run_id: str,
     err_color: bool = False,
     prices: dict[str, tuple[float, float]] | None = None,
 ) -> None:
@@ -229,7 +216,7 @@ def conclude(
     ordered = [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
     print("", file=err)
     print(summary_table(ordered, (prices or {}).get(model), _terminal_width(err)), file=err)
-    path = _write(progress, json_report(model, eval_set, progress.path, ordered, exit_code))
+    path = _write(progress, run_id, json_report(model, eval_set, progress.path, ordered, exit_code))
     if path is not None:
         print(f"{PROG}: report: {path}", file=err)
     page = write_page(model, eval_set, progress, prices)
@@ -316,17 +303,17 @@ def _failure_reason(r: Result) -> str:
     return f"{why}; log: {r.log}"
 
 
-def _write(progress: ProgressFile, data: dict[str, Any]) -> Path | None:
+def _write(progress: ProgressFile, run_id: str, data: dict[str, Any]) -> Path | None:
     """reports/<run id>.json, then report.json as the latest report: each whole or not at
     all, so that two runs at once each keep their own."""
     from oaievalset.files import atomic_write
 
-    data = {"run_id": progress.run_id, "pid": os.getpid(), **data}
+    data = {"run_id": run_id, "pid": os.getpid(), **data}
     text = dumps(data) + "\n"
     latest = progress.state.latest_report
     try:
         progress.state.reports.mkdir(parents=True, exist_ok=True)
-        atomic_write(progress.state.reports / f"{progress.run_id}.json", text)
+        atomic_write(progress.state.reports / f"{run_id}.json", text)
         atomic_write(latest, text)
     except OSError as exc:
         print(f"{PROG}: warning: could not write {latest} ({exc.strerror})", file=sys.stderr)

@@ -7,10 +7,8 @@ other's run. Everything else lives in the state folder beside it (see `state.py`
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +24,6 @@ __all__ = ["ProgressFile", "atomic_write", "command_id", "progress_path"]
 DEFAULT_PROGRESS_DIR = "/tmp/oaievalset"
 LOCK_TIMEOUT = 60.0  # seconds; the lock is only held to read and rewrite small files
 
-_RUNS = itertools.count(1)  # several runs in one process (the Python API) get their own ids
 
 Entry = Any  # a recorded line: a command (list of str), or whatever JSON another tool wrote
 
@@ -119,9 +116,6 @@ class ProgressFile:
         self._started_fresh = fresh
         self._stale: Counter[str] = Counter()  # entries (as JSON text) held at the start
         self._snapshot: _Snapshot | None = None
-        # This run's name among the set's reports: its start (UTC), process and number.
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        self.run_id = f"{stamp}-{os.getpid()}-{next(_RUNS)}"
 
     @property
     def state_dir(self) -> Path:
