@@ -919,3 +919,36 @@ def test_a_launch_that_fails_midway_ends_the_run_through_its_ending(
     assert sorted(recorded_keys(progress_file(isolated, "dummy", "zz-glob"))) == sorted(
         ["zz-a.dev.v0", "zz-b.dev.v0", "zz-c.dev.v0", "zz-x1.v0"]
     )
+
+
+# -- what a resume will do, after failures ---------------------------------------------------
+
+ALL_FAIL = {"FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=1,zz-b.dev.v0=1,zz-c.dev.v0=1,zz-x1.v0=1"}
+
+
+def test_a_failed_no_resume_run_that_recorded_nothing_says_the_old_record_is_kept(
+    fake: Fake, isolated: Path
+) -> None:
+    assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    failed = run_cli(["dummy", "zz-glob", *R1, "--no-resume", "--no-exit-on-error"], ALL_FAIL)
+    assert failed.returncode == 1
+    assert "a resume retries them" not in failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "recorded nothing" in last and "4 of 4 evals" in last and "runs the other 0" in last
+    # The line told the truth: a plain resume runs nothing.
+    before = len(fake.started())
+    again = run_cli(["dummy", "zz-glob", *R1])
+    assert again.returncode == 0 and len(fake.started()) == before
+
+
+def test_a_failed_resume_says_how_many_the_same_command_runs_again(
+    fake: Fake, isolated: Path
+) -> None:
+    two_fail = {"FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=1,zz-c.dev.v0=1"}
+    failed = run_cli(["dummy", "zz-glob", *R1, "--no-exit-on-error"], two_fail)
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "2 of 4 evals are recorded" in last and "run the other 2" in last, last
+    before = len(fake.started())
+    assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    assert sorted(fake.keys()[before:]) == ["zz-a.dev.v0", "zz-c.dev.v0"]

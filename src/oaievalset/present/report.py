@@ -229,7 +229,7 @@ def conclude(
         print(f"{PROG}: {len(failed)} eval(s) failed:", file=err)
         for r in failed:
             print(alert(f"{' '.join(r.command)} ({_failure_reason(r)})", err_color), file=err)
-        print(f"{PROG}: they are not recorded as completed; a resume retries them.", file=err)
+        print(f"{PROG}: {failed_line(progress, commands)}", file=err)
     err.flush()
 
 
@@ -258,6 +258,18 @@ def write_page(
 
 def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str:
     """What an interrupt left, and what a resume (or running again) will do, truthfully."""
+    stopped = "interrupted; the running evals were stopped and not recorded."
+    return f"{stopped} {what_a_resume_does(progress, commands)}"
+
+
+def failed_line(progress: ProgressFile, commands: Sequence[Command]) -> str:
+    """After failures: they are not recorded, and what a resume will do, truthfully."""
+    return f"they are not recorded as completed. {what_a_resume_does(progress, commands)}"
+
+
+def what_a_resume_does(progress: ProgressFile, commands: Sequence[Command]) -> str:
+    """What the progress file now holds, and so what the same command (with or without
+    --no-resume) will run: read from the file, not assumed."""
     from oaievalset.state.progress import recorded_set
 
     try:
@@ -266,21 +278,21 @@ def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str
         recorded = set()
     done = sum(tuple(c) in recorded for c in commands)
     left = len(commands) - done
-    stopped = "interrupted; the running evals were stopped and not recorded."
     if not progress.fresh:
         return (
-            f"{stopped} {done} of {len(commands)} evals are recorded; "
+            f"{done} of {len(commands)} evals are recorded; "
             f"run the same command again to run the other {left}."
         )
     if progress.kept_earlier_record:
+        # The fresh record replaces the old one at this run's first success only.
         return (
-            f"{stopped} This --no-resume run recorded nothing, so the progress file still "
-            f"holds the record from before it ({done} of {len(commands)} evals): a resume "
-            f"(the command without --no-resume) skips those and runs the other {left}; "
-            f"with --no-resume it starts over."
+            f"This --no-resume run recorded nothing, so the progress file still holds the "
+            f"record from before it ({done} of {len(commands)} evals): a resume (the command "
+            f"without --no-resume) skips those and runs the other {left}; with --no-resume "
+            f"it starts over."
         )
     return (
-        f"{stopped} {done} of {len(commands)} evals are recorded; to run the other {left}, "
+        f"{done} of {len(commands)} evals are recorded; to run the other {left}, "
         f"run the command without --no-resume (with it, everything runs again)."
     )
 
