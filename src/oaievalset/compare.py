@@ -35,6 +35,7 @@ class Cell(NamedTuple):
     cost: float | None
     record: Record | None
     log: str | None
+    command: list[str] | None = None  # the oaieval command the cell comes from
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class Cell(NamedTuple):
             "record": str(self.record.path) if self.record and self.record.path.name else None,
             "problems": list(self.record.problems) if self.record else [],
             "log": self.log,
+            "command": self.command,
         }
 
 
@@ -105,8 +107,11 @@ def compare(
     progress_dir: Path,
     models: Sequence[str] | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
+    commands: Sequence[Sequence[str]] | None = None,
 ) -> Comparison:
-    """The set's grid for the given models (or every model that has run it)."""
+    """The set's grid for the given models (or every model that has run it): for each eval,
+    its newest command, or, given `commands` (one model's run), exactly those."""
+    from oaievalset.commands import command_id
     from oaievalset.state.progress import ProgressFile, progress_path, recorded_set
 
     chosen = list(models) if models else find_models(progress_dir, eval_set)
@@ -125,7 +130,11 @@ def compare(
         except OaiEvalSetError as exc:  # a corrupt progress file: say so, show the rest
             notes.append(f"{model}: {exc}")
             recorded = set()
-        states = _latest_by_eval(progress.state.states())
+        every = progress.state.states()
+        if commands is not None:
+            states = {str(c[2]): every.get(command_id(c), {"command": list(c)}) for c in commands}
+        else:
+            states = _latest_by_eval(every)
         if not states:
             notes.append(f"{model}: no run of '{eval_set}' is recorded in {progress.state_dir}")
         for name, state in states.items():
@@ -133,6 +142,7 @@ def compare(
                 evals.append(name)
             done = tuple(state.get("command", [])) in recorded
             cells[(model, name)] = _cell(model, name, state, done, prices)
+        notes += _argument_notes(model, [c for (m, _), c in cells.items() if m == model])
     if prices:
         for model in chosen:
             if model not in prices:
@@ -154,6 +164,20 @@ def nothing_to_compare(eval_set: str, progress_dir: Path, models: Sequence[str])
     others = [m for m in find_models(progress_dir, eval_set) if m not in models]
     tail = f"; these have: {', '.join(others)}" if others else "; run it first"
     return f"{who} run eval set '{eval_set}' (nothing of it in {progress_dir}){tail}"
+
+
+def _argument_notes(model: str, cells: Sequence[Cell]) -> list[str]:
+    """When a model's cells come from commands with other arguments for oaieval, which."""
+    by_args: dict[str, list[str]] = {}
+    for cell in cells:
+        if cell.command:
+            args = " ".join(cell.command[3:]) or "(no arguments)"
+            by_args.setdefault(args, []).append(cell.eval)
+    if len(by_args) < 2:
+        return []
+    return [
+        f"{model}: {', '.join(evals)} ran with {args}" for args, evals in sorted(by_args.items())
+    ]
 
 
 def _latest_by_eval(states: dict[str, CommandState]) -> dict[str, CommandState]:
@@ -178,11 +202,17 @@ def _cell(
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
 ) -> Cell:
-    from oaievalset.outcome import read_outcome
+    from oaievalset.outcome import Outcome, read_outcome
     from oaievalset.prices import cost_of
+    from oaievalset.state.journal import as_recorded
 
     log = Path(state["log"]) if state.get("log") else None
-    outcome = read_outcome(log)
+    recorded_run = state.get("done") if done else None
+    if recorded_run:  # the log may be a later attempt's: the journal kept the record's run
+        state = as_recorded(state)
+        outcome = Outcome(dict(recorded_run.get("metrics") or {}), recorded_run.get("record"))
+    else:
+        outcome = read_outcome(log)
     where = state.get("record") or outcome.record  # the journal's, if an executor moved it
     record = read_record(where) if done and where else None
     metrics = outcome.metrics or (record.final_report if record and record.final_report else {})
@@ -206,4 +236,5 @@ def _cell(
         cost=cost,
         record=record,
         log=str(log) if log else None,
+        command=list(state["command"]) if state.get("command") else None,
     )

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from oaievalset.commands import Command, command_id
 from oaievalset.errors import OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
+from oaievalset.metrics import finite
 from oaievalset.outcome import read_outcome
 from oaievalset.present.view import View
 from oaievalset.records import Usage
@@ -325,6 +326,16 @@ class _Run:
             extra: dict[str, Any] = {}
             if status == DONE and result.record:
                 extra["record"] = result.record  # where it is now (an executor may move it)
+            if status == DONE:  # kept apart: a later failed attempt must not stand for it
+                extra["done"] = {
+                    "started": result.started,
+                    "ended": result.ended,
+                    "attempts": result.attempts,
+                    "metrics": {k: finite(v) for k, v in result.metrics.items()},
+                    "record": result.record,
+                    "where": result.where,
+                    "command": list(slot.command),
+                }
             if result.usage_all_runs is not None:
                 extra["usage_all_runs"] = result.usage_all_runs.as_dict()
             self.state.note(

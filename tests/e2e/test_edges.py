@@ -17,6 +17,7 @@ import sys
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.fake import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
@@ -952,3 +953,97 @@ def test_a_failed_resume_says_how_many_the_same_command_runs_again(
     before = len(fake.started())
     assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
     assert sorted(fake.keys()[before:]) == ["zz-a.dev.v0", "zz-c.dev.v0"]
+
+
+# -- a row describes one attempt; the page describes the run beside it ----------------------
+
+
+def page_cells(page: Path) -> dict[str, dict[str, Any]]:
+    text = page.read_text(encoding="utf-8")
+    data = text.split('<script type="application/json" id="data">', 1)[1].split("</script>")[0]
+    return {e["name"]: next(iter(e["cells"].values())) for e in json.loads(data)["evals"]}
+
+
+def test_after_a_failed_no_resume_the_resume_shows_the_run_that_made_the_record(
+    isolated: Path, tmp_path: Path
+) -> None:
+    from helpers.chat_server import ChatServer
+
+    healthy = ChatServer(answer_fn=lambda r: "Mars", models=("m",)).start()
+    refusing = ChatServer(fail_status=401, models=("m",)).start()
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("m: {input: 1000, output: 2000}\n")
+    key = {"OPENAI_API_KEY": "sk-test"}
+    try:
+        first = run_cli(["m", "test-basic"], {**key, "OPENAI_BASE_URL": healthy.base_url})
+        assert first.returncode == 0, first.stderr
+        run1 = json.loads((isolated / "m.test-basic.progress.d" / "report.json").read_text())
+        failed = run_cli(
+            ["m", "test-basic", "--no-resume", "--no-exit-on-error"],
+            {**key, "OPENAI_BASE_URL": refusing.base_url},
+        )
+        assert failed.returncode == 1, failed.stderr
+        again = run_cli(
+            ["m", "test-basic", "--prices", str(prices)],
+            {**key, "OPENAI_BASE_URL": healthy.base_url},
+        )
+    finally:
+        healthy.stop()
+        refusing.stop()
+    assert again.returncode == 0, again.stderr
+    assert "4/4 evals already completed" in again.stdout
+    report = json.loads((isolated / "m.test-basic.progress.d" / "report.json").read_text())
+    before = {e["eval"]: e for e in run1["evals"]}
+    for row in report["evals"]:
+        earlier = before[row["eval"]]
+        assert row["status"] == "done earlier"
+        # The first run's, not the failed attempt's: its times, tries, metrics and tokens.
+        assert (row["started"], row["ended"], row["attempts"]) == (
+            earlier["started"],
+            earlier["ended"],
+            earlier["attempts"],
+        )
+        assert row["metrics"] == earlier["metrics"] and row["metrics"]["accuracy"] >= 0
+        assert row["usage"] == earlier["usage"] and row["usage"]["total_tokens"] > 0
+    assert report["usage"] == run1["usage"]
+    table = again.stderr.split("\n\n", 1)[-1]
+    for line in table.splitlines()[1:5]:  # the rows of the four evals
+        assert " - " not in f" {line} ", line  # a time, tries, tokens and a cost, each
+    compared = json.loads(run_cli(["--compare", "test-basic", "--json"]).stdout)
+    for cell in compared["cells"]:
+        assert cell["status"] == "done" and cell["duration"] is not None
+        assert cell["usage"] == before[cell["eval"]]["usage"]
+
+
+def test_the_page_after_a_resume_shows_the_records_its_report_lists(isolated: Path) -> None:
+    assert run_cli(["dummy", "test-basic"]).returncode == 0
+    assert run_cli(["dummy", "test-basic", "--max_samples", "1"]).returncode == 0
+    resumed = run_cli(["dummy", "test-basic"])
+    assert resumed.returncode == 0, resumed.stderr
+    folder = isolated / "dummy.test-basic.progress.d"
+    report = json.loads((folder / "report.json").read_text())
+    assert all("--max_samples" not in e["command"] for e in report["evals"])
+    cells = page_cells(folder / "report.html")
+    for row in report["evals"]:
+        cell = cells[row["eval"]]
+        assert cell["record"] == row["record"]
+        assert len(cell["samples"]) in (3, 6)  # the whole evals, not --max_samples 1
+
+
+def test_a_comparison_says_which_arguments_each_cell_comes_from_when_they_differ(
+    fake: Fake, isolated: Path
+) -> None:
+    assert run_cli(["dummy", "zz-glob", *R1]).returncode == 0
+    # The second eval fails: the last two keep the first run's commands as their newest.
+    fails = {"FAKE_OAIEVAL_EXIT": "zz-a.dev.v0=1"}
+    assert run_cli(["dummy", "zz-glob", *R1, "--seed", "1"], fails).returncode == 1
+    compared = run_cli(["--compare", "zz-glob", "--json"])
+    assert compared.returncode == 0, compared.stderr
+    data = json.loads(compared.stdout)
+    args = {c["eval"]: " ".join(c["command"][3:]) for c in data["cells"]}
+    assert args["zz-b.dev.v0"].startswith("--seed 1") and args["zz-c.dev.v0"].startswith("--reg")
+    notes = "\n".join(data["notes"])
+    assert "zz-b.dev.v0, zz-a.dev.v0 ran with --seed 1" in notes, notes
+    assert "zz-c.dev.v0, zz-x1.v0 ran with --registry_path" in notes, notes
+    text = run_cli(["--compare", "zz-glob"]).stdout
+    assert "note: dummy: zz-b.dev.v0, zz-a.dev.v0 ran with --seed 1" in text

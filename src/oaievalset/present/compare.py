@@ -38,14 +38,16 @@ CSV_FIELDS = ("model", "eval", "status", "metric", "value", "samples", "duration
 def as_csv(comparison: Comparison) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_FIELDS, "prompt_tokens", "completion_tokens", "total_tokens", "cost"])
+    writer.writerow(
+        [*CSV_FIELDS, "prompt_tokens", "completion_tokens", "total_tokens", "cost", "arguments"]
+    )
     for cell in comparison.cells.values():
         row = cell.as_dict()
         usage = row["usage"] or {}
         writer.writerow(
             [*(_csv(row[f]) for f in CSV_FIELDS)]
             + [_csv(usage.get(k)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
-            + [_csv(row["cost"])]
+            + [_csv(row["cost"]), " ".join(cell.command[3:]) if cell.command else ""]
         )
     return out.getvalue().rstrip("\n")
 
@@ -131,4 +133,6 @@ def as_markdown(comparison: Comparison) -> str:
 
     out = [line(header), "|" + "---|" * len(header)]
     out += [line(row) for row in rows]
+    if comparison.notes:
+        out += ["", *(f"- {note}" for note in comparison.notes)]
     return "\n".join(out)

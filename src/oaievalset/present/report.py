@@ -160,26 +160,39 @@ FORMAT_VERSION = 1  # of report.json; raised when a field changes meaning or goe
 
 
 def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list[Result]:
-    """Results for the commands recorded before this run, from the state journal."""
+    """Results for the commands recorded before this run, from the state journal: each as
+    the run that recorded it ran (its time, tries, metrics and tokens), whatever attempts
+    came after it (a failed --no-resume run leaves the record, and its own state)."""
+    from oaievalset.state.journal import as_recorded
+
     states = progress.state.states() if commands else {}
     results = []
     for command in commands:
         state = states.get(command_id(command), {})
+        done = state.get("done")
         log = Path(state["log"]) if state.get("log") else None
-        outcome = read_outcome(log)
-        results.append(
-            Result(
-                command=command,
-                status=DONE_EARLIER,
-                exit_code=state.get("exit_code"),
-                attempts=state.get("attempts", 0),
-                started=state.get("started"),
-                ended=state.get("ended"),
-                log=log,
-                metrics=outcome.metrics,
-                record=outcome.record,
-            )
+        if done:  # the log may be a later attempt's by now: the journal kept the record's
+            state = as_recorded(state)
+            metrics: dict[str, Any] = dict(done.get("metrics") or {})
+            record = done.get("record")
+        else:  # a journal from before `done` was kept: the log is all there is
+            outcome = read_outcome(log)
+            metrics, record = outcome.metrics, outcome.record
+        result = Result(
+            command=command,
+            status=DONE_EARLIER,
+            exit_code=state.get("exit_code"),
+            attempts=state.get("attempts", 0),
+            started=state.get("started"),
+            ended=state.get("ended"),
+            log=log,
+            metrics=metrics,
+            record=record,
+            where=state.get("where"),
         )
+        all_runs = state.get("usage_all_runs")
+        result.usage_all_runs = Usage.of(all_runs) if all_runs else None
+        results.append(result)
     return results
 
 
@@ -219,7 +232,7 @@ def conclude(
     path = _write(progress, run_id, json_report(model, eval_set, progress.path, ordered, exit_code))
     if path is not None:
         print(f"{PROG}: report: {path}", file=err)
-    page = write_page(model, eval_set, progress, prices)
+    page = write_page(model, eval_set, progress, prices, commands)
     if page is not None:
         print(f"{PROG}: page: {page}", file=err)
     failed = [r for r in ordered if r.status in FAILURES]
@@ -238,6 +251,7 @@ def write_page(
     eval_set: str,
     progress: ProgressFile,
     prices: dict[str, tuple[float, float]] | None,
+    commands: Sequence[Command],
 ) -> Path | None:
     """report.html beside report.json: this model's results on the set, samples included.
     The page only informs: if it cannot be made, say so and go on."""
@@ -248,7 +262,8 @@ def write_page(
 
     path = progress.state_dir / "report.html"
     try:
-        grid = compare.compare(eval_set, Path(progress_dir()), [model], prices)
+        # Exactly this run's commands: the page shows what the table and report.json show.
+        grid = compare.compare(eval_set, Path(progress_dir()), [model], prices, commands)
         atomic_write(path, htmlpage.render(grid, f"{eval_set}: {model}"))
     except (OSError, OaiEvalSetError) as exc:
         print(f"{PROG}: warning: could not write {path} ({exc})", file=sys.stderr)

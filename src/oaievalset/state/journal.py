@@ -18,6 +18,19 @@ from oaievalset.files import atomic_write
 COMPACT_AT = 256 * 1024  # bytes of journal before a run that is alone compacts it
 
 
+class DoneState(TypedDict, total=False):
+    """The run of a command that produced its record, kept apart so that a later attempt
+    (a failed or interrupted --no-resume run) cannot stand for it."""
+
+    started: float | None
+    ended: float | None
+    attempts: int
+    metrics: dict[str, Any]  # its final report, NaN as null
+    record: str | None
+    where: str | None
+    command: list[str]
+
+
 class CommandState(TypedDict, total=False):
     """One command's last known state: the journal's lines for it merged, later fields
     winning. Every field may be missing (a line from an older version, or not yet known)."""
@@ -34,6 +47,19 @@ class CommandState(TypedDict, total=False):
     record: str  # where its record is, when an executor moved it
     where: str | None  # the node or job that ran it
     usage_all_runs: dict[str, int]  # the tokens of every run of it
+    done: DoneState  # the run that produced its record, if one did
+
+
+def as_recorded(state: CommandState) -> CommandState:
+    """A recorded command's state as of the run that recorded it: what a later attempt
+    wrote (its times, tries, status) does not describe the record that counts."""
+    done = state.get("done")
+    if not done:
+        return state
+    merged: CommandState = {**state, **done}  # type: ignore[typeddict-item]
+    merged["status"] = "done"
+    merged["exit_code"] = 0
+    return merged
 
 
 class Journal:
