@@ -74,7 +74,7 @@ class Aborted(Exception):
     that could not be written): the running evals were stopped and not recorded, and the
     eval it happened to failed with it as the reason."""
 
-    def __init__(self, results: list[Result], error: OaiEvalSetError | OSError) -> None:
+    def __init__(self, results: list[Result], error: Exception) -> None:
         super().__init__(str(error))
         self.results = results
         self.error = error
@@ -82,6 +82,11 @@ class Aborted(Exception):
     @property
     def reason(self) -> str:
         return _error_text(self.error)
+
+    @property
+    def expected(self) -> bool:
+        """An error the user can act on (one line); else a bug, whose traceback matters."""
+        return isinstance(self.error, (OaiEvalSetError, OSError))
 
 
 class _Slot:
@@ -136,8 +141,9 @@ def execute(
         view.clear()
         run.stop_all()
         raise Interrupted([s.result for s in slots]) from None
-    except (OaiEvalSetError, OSError) as exc:
-        # One way out for every error: the eval it struck fails with it, the others stop.
+    except Exception as exc:
+        # One way out for every error, a bug's too: the eval it struck fails with it, the
+        # others stop.
         view.clear()
         run.abort(exc)
         raise Aborted([s.result for s in slots], exc) from None
@@ -384,7 +390,7 @@ class _Run:
                 recorded = self.progress.is_recorded(slot.command)
                 self.finish(slot, DONE_ELSEWHERE if recorded else INCOMPLETE)
 
-    def abort(self, error: OaiEvalSetError | OSError) -> None:
+    def abort(self, error: Exception) -> None:
         """An error midway: the eval it struck fails with it as the reason (not recorded),
         the running ones are stopped, the waiting ones give up."""
         slot, self.busy = self.busy, None
@@ -397,7 +403,10 @@ class _Run:
             with contextlib.suppress(Exception):
                 self.finish(slot, FAILED)
             slot.phase, slot.result.status = ENDED, FAILED
-        self.stop_all()
+        # The error is what the user must see, not one in stopping (a cluster that no
+        # longer answers): the executor's close() cancels what is left.
+        with contextlib.suppress(Exception):
+            self.stop_all()
 
     def stop_all(self) -> None:
         """Interrupted: stop every running child (SIGTERM, then SIGKILL after a grace
@@ -406,6 +415,7 @@ class _Run:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self._stop_children()
+        finally:  # even if stopping failed (a cluster that no longer answers)
             for slot in self.slots:
                 if slot.phase in (RUNNING, WAITING):
                     slot.result.ended = time.time()
@@ -415,7 +425,6 @@ class _Run:
                         self.finish(slot, INTERRUPTED)
                     slot.phase = ENDED
                     slot.result.status = INTERRUPTED
-        finally:
             signal.signal(signal.SIGINT, previous)
 
     def _stop_children(self) -> None:
@@ -435,7 +444,7 @@ class _Run:
                         slot.job.kill()
 
 
-def _error_text(error: OaiEvalSetError | OSError) -> str:
+def _error_text(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f" {error.filename}" if error.filename else ""
         return f"{error.strerror}{where}"

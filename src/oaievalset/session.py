@@ -83,6 +83,8 @@ def run_set(
     sys.stdout.flush()
     _conclude(settings, commands, done, progress, run_id, results, exit_code, prices)
     if stopped is not None:
+        if not stopped.expected:
+            raise stopped.error  # a bug: its traceback, now that the run has ended
         raise RunStopped(f"the run stopped midway: {stopped.reason}")
     return exit_code
 

@@ -104,6 +104,64 @@ def test_failures_timeouts_and_retries_behave_as_locally(
     assert "exit code 3" in result.stderr
 
 
+def test_sbatch_refusing_a_job_mid_run_ends_the_run_with_its_report_and_one_line(
+    fake: Fake, isolated: Path, slurm_env: Cluster
+) -> None:
+    # zz-b and zz-a run as jobs; then the partition stops taking jobs, so that sbatch refuses
+    # the next one (zz-c) while zz-a still runs.
+    env = {"FAKE_OAIEVAL_SLEEP_FOR": "zz-b.dev.v0=2,zz-a.dev.v0=60"}
+    proc = start(["dummy", "zz-glob", *R1, *SLURM, "-j", "2"], env)
+    try:
+        wait_for(lambda: len(fake.started()) == 2, timeout=60)
+        drained = slurm_env.run("scontrol", "update", "PartitionName=debug", "State=DRAIN")
+        assert drained.returncode == 0, drained.stderr
+        _, err = proc.communicate(timeout=90)
+    finally:
+        slurm_env.run("scontrol", "update", "PartitionName=debug", "State=UP")
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    lines = err.splitlines()
+    assert lines[-1].startswith(
+        "oaievalset: error: the run stopped midway: sbatch refused the job of oaieval dummy "
+        "zz-c.dev.v0 "
+    ), err
+    assert lines[-1].endswith("Required partition not available (inactive or drain)")
+    assert sum(line.startswith("oaievalset: error:") for line in lines) == 1, err
+    assert "Traceback" not in err
+    rows = {line.split()[0]: line.split()[1] for line in lines if line.startswith("zz-")}
+    assert rows == {"zz-b.dev.v0": "done", "zz-a.dev.v0": "interrupted",
+                    "zz-c.dev.v0": "failed", "zz-x1.v0": "not"}  # fmt: skip
+    report = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
+    assert report["state"] == "ended" and report["exit_code"] == 1
+    assert [e["status"] for e in report["evals"]] == ["done", "interrupted", "failed", "not run"]
+    assert report["evals"][2]["reason"].startswith("sbatch refused the job of")
+    assert recorded_keys(progress_file(isolated, "dummy", "zz-glob")) == ["zz-b.dev.v0"]
+    # zz-a's job was cancelled: nothing is left in the queue (the fixture checks) or running.
+    wait_for(lambda: slurm_env.queue() == [], timeout=20)
+    pids = [e["pid"] for e in fake.events() if e["event"] == "start"]
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=20)
+
+
+def test_a_damaged_exit_file_is_a_failure_saying_so_and_its_job_is_cancelled(
+    fake: Fake, isolated: Path, slurm_env: Cluster
+) -> None:
+    proc = start(["dummy", "zz-chain", *R1, *SLURM], {"FAKE_OAIEVAL_SLEEP": "60"})
+    wait_for(lambda: len(fake.started()) == 1, timeout=30)
+    folder = isolated / "dummy.zz-chain.progress.d" / "slurm"
+    (marker,) = folder.glob("*.job")
+    exit_file = marker.with_suffix(".exit")
+    exit_file.write_text("garbage\n")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert f"its exit file {exit_file} holds 'garbage', not an exit code" in err
+    assert "Traceback" not in err
+    report = json.loads((folder.parent / "report.json").read_text())
+    assert report["state"] == "ended" and report["evals"][0]["status"] == "failed"
+    wait_for(lambda: slurm_env.queue() == [], timeout=20)
+    assert not alive(fake.events()[0]["pid"])
+
+
 def test_a_job_cancelled_from_outside_is_a_failure_with_slurms_reason(
     fake: Fake, isolated: Path, slurm_env: Cluster
 ) -> None:

@@ -265,3 +265,59 @@ def test_a_record_waits_for_a_filelock_holder_and_then_lands(tmp_path: Path) -> 
         holder.kill()
         holder.wait()
     assert recorded(progress.path) == ["a.dev.v0"]
+
+
+# -- an error mid-run ends the run through its ending -----------------------------------------
+
+
+def test_a_lock_that_times_out_mid_run_fails_that_eval_and_ends_the_run(
+    fake: Fake,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Another process takes the progress lock while the first eval runs, and keeps it: that
+    # eval cannot be recorded.
+    state = isolated / "dummy.zz-order.progress.d"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+            "f = open(sys.argv[2], 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('held', flush=True); time.sleep(60)\n",
+            str(fake.log),
+            str(state / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.setattr("oaievalset.state.progress.LOCK_TIMEOUT", 0.5)
+    monkeypatch.setenv("FAKE_OAIEVAL_SLEEP", "1")
+    try:
+        assert main(["dummy", "zz-order", *R1]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("oaievalset: error:")]
+    assert len(errors) == 1 and errors[0] == err.splitlines()[-1], err
+    assert errors[0].startswith(
+        f"oaievalset: error: the run stopped midway: could not lock {state / 'lock'} within 0 s"
+    )
+    assert "Traceback" not in err
+    ran, *others = fake.keys()
+    assert others == [], "nothing started after the error"
+    rows = {line.split()[0]: line.split()[1] for line in err.splitlines() if line.startswith("zz-")}
+    assert rows == {
+        "zz-a.dev.v0": "failed" if ran == "zz-a.dev.v0" else "not",  # not run
+        "zz-b.dev.v0": "failed" if ran == "zz-b.dev.v0" else "not",
+    }
+    report = json.loads((state / "report.json").read_text())
+    assert report["state"] == "ended" and report["exit_code"] == 1
+    first, second = report["evals"]
+    assert first["eval"] == ran and first["status"] == "failed"
+    assert first["reason"].startswith("could not lock")
+    assert second["status"] == "not run"
+    assert not progress_file(isolated, "dummy", "zz-order").exists()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pytest
 from helpers.fake import REG1, Fake
 
 import oaievalset
 from oaievalset import OaiEvalSetArguments, Registry, get_parser, run
 from oaievalset.registry import bundled_registry_path
+
+if TYPE_CHECKING:
+    from oaievalset.executors.base import Job
 
 
 def test_run_takes_the_originals_arguments(fake: Fake) -> None:
@@ -53,3 +58,44 @@ def test_the_bundled_registry_ships_with_the_package() -> None:
     installed = Path(oaievalset.__file__).parent / "registry"
     if "site-packages" in str(installed):  # a wheel install, as in CI
         assert root == installed
+
+
+def test_a_bug_mid_run_still_ends_the_run_then_shows_its_traceback(
+    fake: Fake,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An executor of the caller's that fails as a bug would, at the third eval: the
+    running eval is stopped, the table and the report are written, then the error rises."""
+    import json
+
+    from helpers.processes import alive
+
+    from oaievalset.executors.base import JobSpec
+    from oaievalset.executors.local import SubprocessExecutor
+
+    class Broken(SubprocessExecutor):
+        def start(self, spec: JobSpec) -> Job:
+            if spec.command[2] == "zz-c.dev.v0":
+                raise RuntimeError("a bug in the executor")
+            return super().start(spec)
+
+    monkeypatch.setenv("FAKE_OAIEVAL_SLEEP_FOR", "zz-a.dev.v0=30")
+    args = OaiEvalSetArguments(
+        model="dummy", eval_set="zz-glob", registry_path=[str(REG1)], resume=True,
+        exit_on_error=True, jobs=2,
+    )  # fmt: skip
+    executor = Broken()
+    try:
+        with pytest.raises(RuntimeError, match="a bug in the executor"):
+            run(args, [], executor=executor)
+    finally:
+        executor.close()
+    err = capsys.readouterr().err
+    rows = {line.split()[0]: line.split()[1] for line in err.splitlines() if line.startswith("zz-")}
+    assert rows == {"zz-b.dev.v0": "done", "zz-a.dev.v0": "interrupted",
+                    "zz-c.dev.v0": "failed", "zz-x1.v0": "not"}  # fmt: skip
+    report = json.loads((isolated / "dummy.zz-glob.progress.d" / "report.json").read_text())
+    assert report["state"] == "ended" and report["exit_code"] == 1
+    assert not any(alive(e["pid"]) for e in fake.events() if e["event"] == "start")

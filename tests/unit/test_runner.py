@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from oaievalset import runner
+from oaievalset.errors import LaunchError
 from oaievalset.executors.base import Defaults, Ended, JobSpec
 from oaievalset.runner import RunOptions, execute
 from oaievalset.state.progress import ProgressFile
@@ -156,3 +157,52 @@ def test_a_command_recorded_meanwhile_by_another_process_is_not_run(
     results = run(progress, fake, ["a", "b"])
     assert fake.started == ["a"]
     assert results[1].status == "done elsewhere"
+
+
+class BrokenExecutor(FakeExecutor):
+    """Starts commands until it meets `broken`, where it raises `error`; stopping a job
+    fails too when `stop_fails` (a cluster that no longer answers)."""
+
+    def __init__(self, hang: Sequence[str], broken: str, error: Exception, stop_fails: bool):
+        super().__init__(hang=hang)
+        self.broken = broken
+        self.error = error
+        self.stop_fails = stop_fails
+        self.jobs: list[FakeJob] = []
+
+    def start(self, spec: JobSpec) -> FakeJob:
+        if spec.command[2] == self.broken:
+            raise self.error
+        job = super().start(spec)
+        self.jobs.append(job)
+        if self.stop_fails:
+            job.terminate = self.refuse  # type: ignore[method-assign]
+        return job
+
+    def refuse(self) -> None:
+        raise LaunchError("'scancel' did not answer in 30 s; is the Slurm controller up?")
+
+
+@pytest.mark.parametrize(
+    ("error", "stop_fails"),
+    [
+        (RuntimeError("a bug in the executor"), False),  # not one of ours: a bug
+        (LaunchError("sbatch refused the job"), True),  # and stopping the others fails too
+    ],
+)
+def test_any_error_mid_run_stops_the_running_and_fails_the_eval_it_struck(
+    progress: ProgressFile, error: Exception, stop_fails: bool
+) -> None:
+    broken = BrokenExecutor(hang=["b"], broken="c", error=error, stop_fails=stop_fails)
+    with pytest.raises(runner.Aborted) as aborted:
+        run(progress, broken, ["a", "b", "c", "d"], jobs=2)
+    assert aborted.value.error is error
+    assert aborted.value.expected == isinstance(error, LaunchError)
+    results = aborted.value.results
+    assert [r.status for r in results] == ["done", "interrupted", "failed", "not run"]
+    assert results[2].reason == str(error)
+    if not stop_fails:
+        assert broken.jobs[1].signals == ["TERM"]  # b, which was running, was stopped
+    assert recorded(progress) == ["a"]
+    states = sorted(state["status"] for state in progress.state.states().values())
+    assert states == ["done", "failed", "interrupted"]

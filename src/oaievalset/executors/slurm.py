@@ -229,6 +229,8 @@ class SlurmExecutor(Defaults):
         try:
             return Ended(job, int(code), where=where)
         except ValueError:  # written aside and renamed, so whole: something else wrote it
+            # The driver forgets the job now: it must not go on running unwatched.
+            self.scancel(job.job_id)
             return Ended(job, 1, where=where, reason=f"its exit file {job.exit_file} holds "
                          f"{text[:40]!r}, not an exit code")  # fmt: skip
 
