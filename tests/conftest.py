@@ -37,6 +37,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "FAKE_OAIEVAL_SLEEP_FOR",
         "FAKE_OAIEVAL_FAIL_TIMES",
         "FAKE_OAIEVAL_LOG",
+        "FAKE_OAIEVAL_RECORD_FOR",
+        "FAKE_OAIEVAL_RECORD_DIR",
         "OPENAI_API_KEY",
         "OPENAI_BASE_URL",
         "EVALS_THREADS",

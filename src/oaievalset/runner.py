@@ -282,6 +282,8 @@ class _Run:
         result.ended = time.time()
         result.where = outcome.where or result.where
         result.reason = outcome.reason
+        if outcome.warning:
+            self.view.warn(outcome.warning)
         if code == 0 and not slot.timed_out:
             self.busy = slot  # recording it may fail (the progress lock, a full disk)
             self.succeed(slot, outcome.record)
@@ -307,6 +309,8 @@ class _Run:
         self.state.release(slot.command)
         outcome = read_outcome(result.log)
         result.metrics, result.record = outcome.metrics, record or outcome.record
+        if result.record and not os.path.exists(result.record):
+            result.record = None  # written where it ran (a node's own disk): not here
         if result.usage is not None:  # tokens spent on it so far, resumes and retries included
             before = Usage.of(self.earlier_state(slot.command).get("usage_all_runs"))
             result.usage_all_runs = result.usage + (before or Usage())

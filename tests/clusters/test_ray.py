@@ -19,6 +19,7 @@ from helpers.fake import DATA, Fake, oaievalset_exe, progress_file
 from helpers.processes import recorded_keys
 from helpers.slurm_cluster import alive
 
+R1 = ["--registry_path", str(DATA / "reg1")]
 R3 = ["--registry_path", str(DATA / "reg3")]
 EIGHT = [f"ee-{i}.dev.v0" for i in range(1, 9)]
 SCENARIO = Path(__file__).resolve().parents[1] / "helpers" / "ray_scenario.py"
@@ -119,6 +120,38 @@ def test_our_engine_runs_test_basic_on_ray_and_the_records_come_back(isolated: P
         record = Path(entry["record"])
         assert record.is_relative_to(isolated) and record.exists()  # in the state folder
         assert entry["where"].startswith("ray node ")
+
+
+def test_a_record_too_large_to_bring_back_is_said_and_left_where_it_is(
+    fake: Fake, isolated: Path, tmp_path: Path
+) -> None:
+    on_node = tmp_path / "records-on-the-node"
+    on_node.mkdir()
+    big = 513 * 2**20  # sparse: over the 512 MiB a task brings back, yet no disk used
+    result = scenario(
+        "run",
+        ["dummy", "zz-order", *R1, "--executor", "ray"],
+        {"FAKE_OAIEVAL_RECORD_FOR": f"zz-a.dev.v0={big},zz-b.dev.v0=100",
+         "FAKE_OAIEVAL_RECORD_DIR": str(on_node)},
+    )  # fmt: skip
+    assert result["code"] == 0, result["stderr"][-3000:]
+    warnings = [
+        line for line in result["stderr"].splitlines() if line.startswith("oaievalset: warning:")
+    ]
+    assert len(warnings) == 1, result["stderr"]
+    assert warnings[0].startswith(
+        "oaievalset: warning: the record of zz-a.dev.v0 is 513 MiB, over the 512 MiB a Ray "
+        "task brings back; it stays on ray node "
+    )
+    assert warnings[0].endswith(f" at {on_node / 'zz-a.dev.v0.jsonl'}")
+    report = json.loads((isolated / "dummy.zz-order.progress.d" / "report.json").read_text())
+    records = {entry["eval"]: entry["record"] for entry in report["evals"]}
+    small = Path(records["zz-b.dev.v0"])
+    assert small.is_relative_to(isolated) and small.stat().st_size == 100  # brought back
+    # Not brought back: the report names it where it is only if that is on this machine
+    # (here it is: the nodes run beside the driver).
+    assert records["zz-a.dev.v0"] is None or Path(records["zz-a.dev.v0"]).exists()
+    assert not list((isolated / "dummy.zz-order.progress.d" / "records").glob("*zz-a*"))
 
 
 def test_without_a_cluster_the_run_stops_with_one_line(fake: Fake, isolated: Path) -> None:

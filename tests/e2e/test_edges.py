@@ -1047,3 +1047,21 @@ def test_a_comparison_says_which_arguments_each_cell_comes_from_when_they_differ
     assert "zz-c.dev.v0, zz-x1.v0 ran with --registry_path" in notes, notes
     text = run_cli(["--compare", "zz-glob"]).stdout
     assert "note: dummy: zz-b.dev.v0, zz-a.dev.v0 ran with --seed 1" in text
+
+
+# -- records (issue: a record written on another machine was pointed at) ----------------------
+
+
+def test_the_report_names_a_record_only_where_it_is_on_this_machine(
+    fake: Fake, isolated: Path, tmp_path: Path
+) -> None:
+    # zz-b's record is here; zz-a's log names one that is not (written on another machine).
+    env = {
+        "FAKE_OAIEVAL_RECORD_FOR": "zz-a.dev.v0=elsewhere,zz-b.dev.v0=10",
+        "FAKE_OAIEVAL_RECORD_DIR": str(tmp_path),
+    }
+    result = run_cli(["dummy", "zz-order", *R1], env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((isolated / "dummy.zz-order.progress.d" / "report.json").read_text())
+    records = {entry["eval"]: entry["record"] for entry in report["evals"]}
+    assert records == {"zz-a.dev.v0": None, "zz-b.dev.v0": str(tmp_path / "zz-b.dev.v0.jsonl")}

@@ -18,7 +18,8 @@ REG1 = DATA / "reg1"
 REG2 = DATA / "reg2"
 
 # A stand-in for oaieval: logs when it starts and ends, prints to both streams, sleeps
-# and exits as the environment says. It is a real executable found on PATH.
+# and exits as the environment says, and writes a record of a given size. It is a real
+# executable found on PATH.
 FAKE_OAIEVAL = textwrap.dedent(
     """\
     #!{python}
@@ -50,6 +51,13 @@ FAKE_OAIEVAL = textwrap.dedent(
     code = int(codes.get(key, "0"))
     if earlier < int(table("FAKE_OAIEVAL_FAIL_TIMES").get(key, "0")):
         code = 1
+    size = table("FAKE_OAIEVAL_RECORD_FOR").get(key)
+    if code == 0 and size is not None:  # a record of that many bytes (sparse), and its line
+        record = os.path.join(os.environ.get("FAKE_OAIEVAL_RECORD_DIR", "."), key + ".jsonl")
+        if size != "elsewhere":  # else only its line, as if written on another machine
+            with open(record, "wb") as f:
+                f.truncate(int(size))
+        print("Final report: {{'accuracy': 0.5}}. Logged to " + record, file=sys.stderr)
     if code == 0:
         print("[2026-01-01 00:00:00,000] [oaieval.py:1] Final report:", file=sys.stderr)
         print("[2026-01-01 00:00:00,000] [oaieval.py:2] accuracy: 0.5", file=sys.stderr)

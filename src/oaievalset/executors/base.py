@@ -28,14 +28,16 @@ class JobSpec(NamedTuple):
 
 class Ended(NamedTuple):
     """What comes back from an eval: its exit code, and where its record is when the
-    executor moved it (else the log says, as `oaieval` logs it), where it ran, and why it
-    ended when its exit code cannot say (a cluster's reason)."""
+    executor moved it (else the log says, as `oaieval` logs it), where it ran, why it
+    ended when its exit code cannot say (a cluster's reason), and a warning line for the
+    user (a record left on the node)."""
 
     job: Job
     exit_code: int
     record: str | None = None
     where: str | None = None
     reason: str | None = None
+    warning: str | None = None
 
 
 # The protocols are for the type checker alone: building Protocol classes at every start

@@ -9,7 +9,7 @@ the only writer of the progress file, the journal and the report.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import LaunchError
@@ -89,20 +89,51 @@ def run_eval(command: list[str], env: dict[str, str], cwd: str) -> dict[str, Any
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
-    record = None
-    name = None
     path = record_path_in(output.decode("utf-8", "replace").splitlines())
-    if path is not None and os.path.isfile(path) and os.path.getsize(path) <= RECORD_LIMIT:
-        with open(path, "rb") as f:
-            record, name = f.read(), os.path.basename(path)
     context = ray.get_runtime_context()
     return {
         "code": proc.returncode,
         "output": output,
-        "record": record,
-        "record_name": name,
+        **take_record(path),
         "node": context.get_node_id(),
     }
+
+
+def take_record(path: str | None, limit: int = RECORD_LIMIT) -> dict[str, Any]:
+    """On a worker: the record the eval wrote, to bring back, if there is one and it is not
+    over `limit` bytes; its path and size in any case (for the driver to say where it is)."""
+    record = size = None
+    if path is not None and os.path.isfile(path):
+        size = os.path.getsize(path)
+        if size <= limit:
+            with open(path, "rb") as f:
+                record = f.read()
+    name = os.path.basename(path) if path else None
+    return {"record": record, "record_name": name, "record_path": path, "record_size": size}
+
+
+def bring_back(
+    result: Mapping[str, Any], command: Sequence[str], records: Path, limit: int = RECORD_LIMIT
+) -> tuple[str | None, str | None]:
+    """On the driver: where the record a task brought back is now (in `records`), and a
+    warning when it was too large to bring back (it stays on the worker)."""
+    from oaievalset.commands import command_id
+
+    if result.get("record") is not None:
+        records.mkdir(parents=True, exist_ok=True)
+        path = records / f"{command_id(command)[:8]}.{result['record_name']}"
+        path.write_bytes(result["record"])
+        return str(path), None
+    size = result.get("record_size")
+    if size is None or size <= limit:
+        return None, None  # no record (a failed eval, a dry run), or one gone meanwhile
+    name = command[2] if len(command) > 2 else " ".join(command)
+    node = str(result.get("node") or "?")[:8]
+    return None, (
+        f"oaievalset: warning: the record of {name} is {size / 2**20:,.0f} MiB, over the "
+        f"{limit / 2**20:,.0f} MiB a Ray task brings back; it stays on ray node {node} at "
+        f"{result.get('record_path')}"
+    )
 
 
 def _reachable(address: str) -> None:
@@ -191,8 +222,6 @@ class RayExecutor(Defaults):
         return [self._ended(self._jobs.pop(ref)) for ref in ready]
 
     def _ended(self, job: RayJob) -> Ended:
-        from oaievalset.commands import command_id
-
         ray = self.ray
         try:
             result = ray.get(job.ref)
@@ -203,13 +232,9 @@ class RayExecutor(Defaults):
             return Ended(job, 1, reason=f"its Ray task failed ({type(exc).__name__}: {first})")
         with open(job.spec.log, "ab") as log:
             log.write(result["output"])
-        record = None
-        if result["record"] is not None:
-            self.records.mkdir(parents=True, exist_ok=True)
-            path = self.records / f"{command_id(job.spec.command)[:8]}.{result['record_name']}"
-            path.write_bytes(result["record"])
-            record = str(path)
-        return Ended(job, result["code"], record=record, where=f"ray node {result['node'][:8]}")
+        record, warning = bring_back(result, job.spec.command, self.records)
+        where = f"ray node {result['node'][:8]}"
+        return Ended(job, result["code"], record=record, where=where, warning=warning)
 
     def close(self) -> None:
         for ref in list(self._jobs):
