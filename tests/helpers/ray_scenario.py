@@ -100,7 +100,7 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             time.sleep(0.5)
             running = {e["pid"] for e in starts(log)}
             busiest = max(workers, key=lambda node: len(running & descendants(raylet(node))))
-            cluster.remove_node(busiest, allow_graceful=False)
+            cluster.remove_node(busiest, allow_graceful=False)  # type: ignore[no-untyped-call,unused-ignore]
         elif scenario == "kill-driver":
             progress = Path(args["progress_file"])
 
