@@ -202,15 +202,13 @@ def _cell(
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
 ) -> Cell:
-    from oaievalset.outcome import Outcome, read_outcome
+    from oaievalset.outcome import read_outcome
     from oaievalset.prices import cost_of
     from oaievalset.state.journal import as_recorded
 
     log = Path(state["log"]) if state.get("log") else None
-    recorded_run = state.get("done") if done else None
-    if recorded_run:  # the log may be a later attempt's: the journal kept the record's run
-        state = as_recorded(state)
-        outcome = Outcome(dict(recorded_run.get("metrics") or {}), recorded_run.get("record"))
+    if done:  # as the run that recorded it ran (the log may be a later attempt's)
+        state, outcome = as_recorded(state)
     else:
         outcome = read_outcome(log)
     where = state.get("record") or outcome.record  # the journal's, if an executor moved it

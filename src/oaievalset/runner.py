@@ -344,7 +344,6 @@ class _Run:
                     "metrics": {k: finite(v) for k, v in result.metrics.items()},
                     "record": result.record,
                     "where": result.where,
-                    "command": list(slot.command),
                 }
             if result.usage_all_runs is not None:
                 extra["usage_all_runs"] = result.usage_all_runs.as_dict()

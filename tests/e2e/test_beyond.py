@@ -299,6 +299,7 @@ def test_a_tty_gets_a_live_line_and_a_pipe_does_not(fake: Fake) -> None:
     import subprocess
 
     from helpers.fake import oaievalset_exe
+    from helpers.processes import drain
 
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -308,18 +309,9 @@ def test_a_tty_gets_a_live_line_and_a_pipe_does_not(fake: Fake) -> None:
         env={**os.environ, "NO_COLOR": "1"},
     )
     os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+    screen = drain(leader)
     proc.wait(timeout=30)
     os.close(leader)
-    screen = b"".join(chunks).decode()
     assert proc.returncode == 0
     assert "running," in screen and "pending]" in screen
 

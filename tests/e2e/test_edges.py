@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from helpers.fake import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
-from helpers.processes import recorded_keys, start, started_pids, wait_for
+from helpers.processes import drain, recorded_keys, start, started_pids, wait_for
 
 from oaievalset.present.view import status_line
 
@@ -48,20 +48,6 @@ def run_on_pty(
     proc.wait(timeout=60)
     os.close(leader)
     return proc.returncode, screen, err
-
-
-def drain(leader: int) -> str:
-    """All that a pseudo-terminal shows until its last writer closes it."""
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode()
 
 
 LIVE = re.compile(r"\[(\d+) done, (\d+) failed, (\d+) running, (\d+) pending\]")

@@ -50,3 +50,17 @@ def recorded_keys(path: Path) -> list[str]:
 
 def started_pids(fake: Fake, key: str) -> list[int]:
     return [int(e["pid"]) for e in fake.events() if e["event"] == "start" and e["argv"][1] == key]
+
+
+def drain(leader: int) -> str:
+    """All that a pseudo-terminal shows until its last writer closes it."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode()

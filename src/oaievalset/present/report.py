@@ -15,7 +15,7 @@ from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.metrics import headline as metrics_headline
 from oaievalset.metrics import scores
-from oaievalset.outcome import read_error, read_outcome
+from oaievalset.outcome import read_error
 from oaievalset.present.table import align
 from oaievalset.prices import cost_of, format_cost
 from oaievalset.records import Usage
@@ -168,16 +168,8 @@ def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list
     states = progress.state.states() if commands else {}
     results = []
     for command in commands:
-        state = states.get(command_id(command), {})
-        done = state.get("done")
+        state, outcome = as_recorded(states.get(command_id(command), {}))
         log = Path(state["log"]) if state.get("log") else None
-        if done:  # the log may be a later attempt's by now: the journal kept the record's
-            state = as_recorded(state)
-            metrics: dict[str, Any] = dict(done.get("metrics") or {})
-            record = done.get("record")
-        else:  # a journal from before `done` was kept: the log is all there is
-            outcome = read_outcome(log)
-            metrics, record = outcome.metrics, outcome.record
         result = Result(
             command=command,
             status=DONE_EARLIER,
@@ -186,8 +178,8 @@ def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list
             started=state.get("started"),
             ended=state.get("ended"),
             log=log,
-            metrics=metrics,
-            record=record,
+            metrics=outcome.metrics,
+            record=outcome.record,
             where=state.get("where"),
         )
         all_runs = state.get("usage_all_runs")

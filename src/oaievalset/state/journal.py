@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
 from oaievalset.files import atomic_write
+from oaievalset.outcome import Outcome, read_outcome
 
 COMPACT_AT = 256 * 1024  # bytes of journal before a run that is alone compacts it
 
@@ -28,7 +29,6 @@ class DoneState(TypedDict, total=False):
     metrics: dict[str, Any]  # its final report, NaN as null
     record: str | None
     where: str | None
-    command: list[str]
 
 
 class CommandState(TypedDict, total=False):
@@ -50,16 +50,18 @@ class CommandState(TypedDict, total=False):
     done: DoneState  # the run that produced its record, if one did
 
 
-def as_recorded(state: CommandState) -> CommandState:
-    """A recorded command's state as of the run that recorded it: what a later attempt
-    wrote (its times, tries, status) does not describe the record that counts."""
+def as_recorded(state: CommandState) -> tuple[CommandState, Outcome]:
+    """A recorded command's state and outcome as of the run that recorded it: what a later
+    attempt wrote (its times, tries, status, and its log over the old one) does not
+    describe the record that counts. A journal from before `done` was kept: the log."""
     done = state.get("done")
     if not done:
-        return state
+        log = state.get("log")
+        return state, read_outcome(Path(log) if log else None)
     merged: CommandState = {**state, **done}  # type: ignore[typeddict-item]
     merged["status"] = "done"
     merged["exit_code"] = 0
-    return merged
+    return merged, Outcome(dict(done.get("metrics") or {}), done.get("record"))
 
 
 class Journal:
