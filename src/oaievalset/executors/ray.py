@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 # engine's settings. The rest (PATH first) is the worker's own.
 PASSED_ON = ("OPENAI_", "EVALS_", "OAIEVAL_", "AZURE_OPENAI_")
 RECORD_LIMIT = 512 * 1024 * 1024  # bytes of a record brought back
+LOSS_LIMIT = 3  # times a task lost with its node is submitted again
+LOST_WITH_A_NODE = ("LocalRayletDiedError", "NodeDiedError", "WorkerCrashedError")
 
 NAME = "ray"
 DESCRIPTION = "one Ray task per eval"
@@ -158,6 +160,7 @@ class RayJob:
         self.ref = ref
         self.spec = spec
         self.where = "ray task"
+        self.losses = 0  # times its task was lost with a node and submitted again
 
     def terminate(self) -> None:
         self.executor.ray.cancel(self.ref, force=False)
@@ -198,6 +201,11 @@ class RayExecutor(Defaults):
         # A task lost with its node is run again elsewhere; a failing eval is not (its exit
         # code comes back, and --attempts decides).
         self._task = ray.remote(max_retries=3, retry_exceptions=False)(run_eval)
+        self._lost: tuple[type[BaseException], ...] = tuple(
+            getattr(ray.exceptions, name)
+            for name in LOST_WITH_A_NODE
+            if hasattr(ray.exceptions, name)
+        )
         self._jobs: dict[Any, RayJob] = {}  # by object ref
         self._nodes: dict[str, str] = {}
 
@@ -205,13 +213,15 @@ class RayExecutor(Defaults):
         return max(1, min(self.cpus, evals))  # as many at once as the cluster has CPUs
 
     def start(self, spec: JobSpec) -> RayJob:
+        job = RayJob(self, self._submit(spec), spec)
+        self._jobs[job.ref] = job
+        return job
+
+    def _submit(self, spec: JobSpec) -> Any:
         env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
-        ref = self._task.options(scheduling_strategy="SPREAD").remote(
+        return self._task.options(scheduling_strategy="SPREAD").remote(
             list(spec.command), env, os.getcwd()
         )
-        job = RayJob(self, ref, spec)
-        self._jobs[ref] = job
-        return job
 
     def wait(self, timeout: float | None) -> list[Ended]:
         if not self._jobs:
@@ -219,14 +229,29 @@ class RayExecutor(Defaults):
         ready, _ = self.ray.wait(list(self._jobs), num_returns=1, timeout=timeout)
         if ready:  # and any others that are done by now
             ready, _ = self.ray.wait(list(self._jobs), num_returns=len(self._jobs), timeout=0)
-        return [self._ended(self._jobs.pop(ref)) for ref in ready]
+        ended = (self._ended(self._jobs.pop(ref)) for ref in ready)
+        return [end for end in ended if end is not None]
 
-    def _ended(self, job: RayJob) -> Ended:
+    def _ended(self, job: RayJob) -> Ended | None:
+        """How the job's task ended; None when it was lost with its node and is submitted
+        again (Ray retries most such tasks itself, but not all: a task whose raylet died
+        as it was handed over fails with LocalRayletDiedError)."""
         ray = self.ray
         try:
             result = ray.get(job.ref)
         except ray.exceptions.TaskCancelledError:
             return Ended(job, -15, reason="its Ray task was cancelled")
+        except self._lost as exc:
+            if job.losses >= LOSS_LIMIT:
+                return Ended(job, 1, reason=f"its Ray task was lost {job.losses + 1} times "
+                             f"({type(exc).__name__})")  # fmt: skip
+            job.losses += 1
+            with open(job.spec.log, "a", encoding="utf-8") as log:
+                log.write(f"oaievalset: its Ray task was lost ({type(exc).__name__}); "
+                          f"submitted again\n")  # fmt: skip
+            job.ref = self._submit(job.spec)
+            self._jobs[job.ref] = job
+            return None
         except ray.exceptions.RayError as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             return Ended(job, 1, reason=f"its Ray task failed ({type(exc).__name__}: {first})")
