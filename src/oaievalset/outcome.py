@@ -30,11 +30,50 @@ def parse_number(text: str) -> str | int | float:
         return text
 
 
+# The variable that names our engine's answer journal for an eval (engine/answers.py).
+ANSWER_JOURNAL = "OAIEVAL_ANSWER_JOURNAL"
+
+
+class Reuse(NamedTuple):
+    """What an eval run took from its answer journal: answers reused of all it needed, and
+    the tokens those had cost."""
+
+    reused: int
+    answers: int
+    tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"reused": self.reused, "of": self.answers, "tokens": self.tokens}
+
+    @classmethod
+    def of(cls, data: Any) -> Reuse | None:
+        """From as_dict()'s form (a journal's line), or None."""
+        try:
+            return cls(int(data["reused"]), int(data["of"]), int(data["tokens"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
+# `Answers: 3 of 6 reused from PATH (1,234 tokens not asked again)`, as our engine logs it.
+_REUSE = re.compile(
+    r"\bAnswers: (\d+) of (\d+) reused from .* \(([\d,]+) tokens not asked again\)$"
+)
+
+
+def reuse_line(reused: int, answers: int, tokens: int, journal: str) -> str:
+    """The engine's line for what it took from its answer journal (read back by read_outcome)."""
+    return (
+        f"Answers: {reused} of {answers} reused from {journal} ({tokens:,} tokens not asked again)"
+    )
+
+
 class Outcome(NamedTuple):
-    """What an eval's log says it produced: its final metrics and the record it wrote."""
+    """What an eval's log says it produced: its final metrics, the record it wrote, and
+    what it took from its answer journal (our engine's, when it had one)."""
 
     metrics: dict[str, Any]
     record: str | None
+    reuse: Reuse | None = None
 
 
 def read_final_report(log: Path | None) -> dict[str, Any]:
@@ -88,13 +127,19 @@ def read_outcome(log: Path | None) -> Outcome:
     if start is None:
         return Outcome({}, None)
     record = record_path_in(lines[:start])
+    reuse = None
+    for line in reversed(lines[:start]):
+        found = _REUSE.search(line.rstrip())
+        if found:
+            reuse = Reuse(int(found[1]), int(found[2]), int(found[3].replace(",", "")))
+            break
     metrics: dict[str, Any] = {}
     for line in lines[start:]:
         match = _METRIC.match(line.strip())
         if not match:
             break
         metrics[match.group(1)] = parse_number(match.group(2).strip())
-    return Outcome(metrics, record)
+    return Outcome(metrics, record, reuse)
 
 
 def final_report_lines(result: Mapping[str, Any], record: str | None) -> list[str]:

@@ -8,11 +8,14 @@ import os
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oaievalset.commands import Command
 from oaievalset.metrics import finite
 from oaievalset.records import Usage
+
+if TYPE_CHECKING:
+    from oaievalset.outcome import Reuse
 
 
 class Status(str, Enum):
@@ -94,6 +97,7 @@ class Result:
         self.where = where  # the node or job that ran it, when an executor says
         self.reason: str | None = None  # why it failed, when its log cannot say
         self.usage_all_runs: Usage | None = None  # of every run of it, as the journal keeps
+        self.reuse: Reuse | None = None  # answers its run took from its answer journal
 
     def __repr__(self) -> str:
         return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"
@@ -115,6 +119,7 @@ class Result:
             "reason": self.reason,
             "usage": self.usage.as_dict() if self.usage else None,
             "usage_all_runs": self.usage_all_runs.as_dict() if self.usage_all_runs else None,
+            "answers_reused": self.reuse.as_dict() if self.reuse else None,
             "metrics": {k: finite(v) for k, v in self.metrics.items()},
         }
 

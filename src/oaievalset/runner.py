@@ -20,7 +20,7 @@ from oaievalset.commands import Command, command_id
 from oaievalset.errors import OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.metrics import finite
-from oaievalset.outcome import read_outcome
+from oaievalset.outcome import ANSWER_JOURNAL, read_outcome
 from oaievalset.present.view import View
 from oaievalset.records import Usage
 from oaievalset.results import (
@@ -243,14 +243,19 @@ class _Run:
         """pending or waiting -> running."""
         result = slot.result
         result.attempts += 1
-        log = self.progress.state.log_path(slot.command)
+        log = self.state.log_path(slot.command)
+        # Its answers are kept as they arrive, so that a retry or a resume asks only what
+        # has no answer yet (our oaieval does; another ignores the variable).
+        answers = {ANSWER_JOURNAL: str(self.state.answers_path(slot.command))}
         # At -j 1 the child's stderr is shown live, as the original shows it.
-        spec = JobSpec(slot.command, log, self.options.jobs == 1)
+        spec = JobSpec(slot.command, log, self.options.jobs == 1, answers)
         # A job that a driver which died left running (on a cluster) is taken over.
         adopted = self.executor.adopt(spec) if result.attempts == 1 else None
         if result.attempts == 1 and adopted is None:  # a new run starts a new log
             with contextlib.suppress(FileNotFoundError):
                 os.truncate(log, 0)
+            if self.progress.fresh:  # --no-resume: its answers too
+                self.state.forget_answers(slot.command)
         result.log = log
         result.started = result.started or time.time()
         slot.timed_out = False
@@ -306,9 +311,12 @@ class _Run:
     def succeed(self, slot: _Slot, record: str | None) -> None:
         result = slot.result
         self.progress.record(slot.command)
+        with contextlib.suppress(OSError):  # recorded: its answers are in the record
+            self.state.forget_answers(slot.command)
         self.state.release(slot.command)
         outcome = read_outcome(result.log)
         result.metrics, result.record = outcome.metrics, record or outcome.record
+        result.reuse = outcome.reuse
         if result.record and not os.path.exists(result.record):
             result.record = None  # written where it ran (a node's own disk): not here
         if result.usage is not None:  # tokens spent on it so far, resumes and retries included
@@ -344,6 +352,7 @@ class _Run:
                     "metrics": {k: finite(v) for k, v in result.metrics.items()},
                     "record": result.record,
                     "where": result.where,
+                    "reuse": result.reuse.as_dict() if result.reuse else None,
                 }
             if result.usage_all_runs is not None:
                 extra["usage_all_runs"] = result.usage_all_runs.as_dict()

@@ -15,10 +15,15 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from oaievalset.engine.errors import EngineError
 from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from oaievalset.engine.answers import AnswerJournal
 
 PROG = "oaieval"
 logger = logging.getLogger("oaieval")
@@ -183,28 +188,31 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
 
     cls = eval_class(spec.cls, spec.key)
     names = args.completion_fn.split(",")
-    fns = [make_completion_fn(name, registry, **completion_args) for name in names]
     eval_args: dict[str, Any] = {**spec.args, **extra}
-    evaluation = make_eval(
-        cls,
-        fns,
-        spec.key,
-        {**eval_args, "registry_path": spec.registry_path, "seed": args.seed},
-        registry,
-    )
+    with _answer_journal(args, spec, names, eval_args, completion_args) as answers:
+        fns = [make_completion_fn(name, registry, answers, **completion_args) for name in names]
+        evaluation = make_eval(
+            cls,
+            fns,
+            spec.key,
+            {**eval_args, "registry_path": spec.registry_path, "seed": args.seed},
+            registry,
+        )
 
-    now = datetime.now(timezone.utc)
-    run_id = new_run_id(now)
-    run_spec = _run_spec(args, argv, spec, names, eval_args, run_id, now)
-    record_path = Path(
-        args.record_path
-        if args.record_path is not None
-        else f"{record_dir()}/{run_id}_{args.completion_fn}_{args.eval}.jsonl"
-    )
-    logger.info(f"Run started: {run_id}")
-    recorder = Recorder(run_id=run_id, created_by=args.user)
-    result = evaluation.run(recorder, args.max_samples)
-    add_token_usage(result, recorder)
+        now = datetime.now(timezone.utc)
+        run_id = new_run_id(now)
+        run_spec = _run_spec(args, argv, spec, names, eval_args, run_id, now)
+        record_path = Path(
+            args.record_path
+            if args.record_path is not None
+            else f"{record_dir()}/{run_id}_{args.completion_fn}_{args.eval}.jsonl"
+        )
+        logger.info(f"Run started: {run_id}")
+        recorder = Recorder(run_id=run_id, created_by=args.user)
+        result = evaluation.run(recorder, args.max_samples)
+        add_token_usage(result, recorder)
+        if answers is not None:
+            logger.info(answers.summary())  # before the final report, as the driver reads it
     # Numbers are shown as Python shows them (NaN as nan) on every line; the record has null.
     if not args.dry_run:
         try:
@@ -216,6 +224,41 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     for line in final_report_lines(result, None if args.dry_run else str(record_path)):
         logger.info(line)
     return run_id
+
+
+def _answer_journal(
+    args: argparse.Namespace,
+    spec: Any,
+    names: list[str],
+    eval_args: dict[str, Any],
+    completion_args: dict[str, Any],
+) -> AbstractContextManager[AnswerJournal | None]:
+    """The answer journal OAIEVAL_ANSWER_JOURNAL names, for exactly this run (else None):
+    the eval, its arguments and data, the seed, the sample count, the models."""
+    import contextlib
+
+    from oaievalset.engine.answers import ENV, AnswerJournal, data_digest
+
+    path = os.environ.get(ENV)
+    if not path:
+        return contextlib.nullcontext()
+    data = {}
+    for name, value in eval_args.items():
+        if isinstance(value, str) and (name.endswith("jsonl") or ".jsonl" in value):
+            found = Path(value) if os.path.isfile(value) else spec.registry_path / "data" / value
+            if found.exists():
+                data[name] = found
+    identity = {
+        "eval": spec.key,
+        "class": spec.cls,
+        "args": eval_args,
+        "seed": args.seed,
+        "max_samples": args.max_samples,
+        "completion_fns": names,
+        "completion_args": completion_args,
+        "data": data_digest(data),
+    }
+    return AnswerJournal(Path(path), identity)
 
 
 def _run_spec(

@@ -19,9 +19,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 
 from oaievalset.engine.errors import EngineError, ModelError, SampleError
+
+if TYPE_CHECKING:
+    from oaievalset.engine.answers import AnswerJournal
 
 Prompt = Union[str, list[dict[str, Any]]]
 
@@ -153,8 +156,9 @@ class OpenAIChatCompletionFn:
     argument is a parameter of each request.
     """
 
-    def __init__(self, model: str, **options: Any) -> None:
+    def __init__(self, model: str, answers: AnswerJournal | None = None, **options: Any) -> None:
         self.name = model
+        self._answers = answers  # where answers are kept as they arrive, and found again
         settings = {k: options.pop(k) for k in CLIENT_SETTINGS if k in options}
         self._options = options
         api_key = settings.get("api_key") or os.environ.get("OPENAI_API_KEY")
@@ -190,18 +194,24 @@ class OpenAIChatCompletionFn:
         messages = to_messages(prompt)
         params = {k: v for k, v in kwargs.items() if v is not None}
         params.update(self._options)
+        key = None
+        if self._answers is not None:
+            from oaievalset.engine.answers import request_key
+
+            key = request_key(self.name, self._base_url, {"messages": messages, **params})
+            kept = self._answers.get(key)
+            if kept is not None:  # paid for in an earlier run of this eval
+                return _completion(messages, kept["sampled"], kept["model"], kept["usage"])
         response = self._create(messages, params)
         # As the original: the answers are the choices that have text; the event keeps the
         # prompt as sent, all of them, and the model and usage as the server gave them.
         texts = [c.message.content for c in response.choices or [] if c.message.content is not None]
         usage = getattr(response, "usage", None)
-        sampling = {
-            "prompt": messages,
-            "sampled": texts,
-            "model": getattr(response, "model", None),
-            "usage": usage.model_dump(mode="json") if usage is not None else None,
-        }
-        return Completion(texts[0] if texts else "", sampling)
+        model = getattr(response, "model", None)
+        used = usage.model_dump(mode="json") if usage is not None else None
+        if key is not None and self._answers is not None:  # kept before it is scored
+            self._answers.put(key, {"sampled": texts, "model": model, "usage": used})
+        return _completion(messages, texts, model, used)
 
     def _create(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         """One request, retried with backoff while its failure is transient and the budget
@@ -317,6 +327,14 @@ class OpenAIChatCompletionFn:
         )
 
 
+def _completion(
+    messages: list[dict[str, Any]], texts: list[str], model: Any, usage: Any
+) -> Completion:
+    """The first text, and the `sampling` event: the prompt as sent and all the texts."""
+    sampling = {"prompt": messages, "sampled": texts, "model": model, "usage": usage}
+    return Completion(texts[0] if texts else "", sampling)
+
+
 def _looks_like_dummy(model: str) -> bool:
     """`dumy`, `Dummy`, `dummmy`: a slip of the offline model's name."""
     import difflib  # only for a message
@@ -415,16 +433,20 @@ def is_openai_chat_model(name: str) -> bool:
     )
 
 
-def make_completion_fn(name: str, registry: Any = None, **options: Any) -> CompletionFn:
+def make_completion_fn(
+    name: str, registry: Any = None, answers: AnswerJournal | None = None, **options: Any
+) -> CompletionFn:
     """`dummy`; an OpenAI chat model name; a completion function of the registry's
-    `completion_fns/` (one that is a chat model); or any other name as a chat model."""
+    `completion_fns/` (one that is a chat model); or any other name as a chat model. A
+    chat model keeps its answers in `answers`, if given (the offline `dummy` costs nothing
+    to ask again)."""
     if name == "dummy":
         return DummyCompletionFn()
     spec = None
     if registry is not None and not is_openai_chat_model(name):
         spec = registry.get_completion_fn(name)
     if spec is None:
-        return OpenAIChatCompletionFn(name, **options)
+        return OpenAIChatCompletionFn(name, answers, **options)
     if spec.cls not in CHAT_CLASSES:
         raise EngineError(
             f"{spec.file}: completion function '{name}' uses class '{spec.cls}', which this "
@@ -435,4 +457,4 @@ def make_completion_fn(name: str, registry: Any = None, **options: Any) -> Compl
     model = str(args.pop("model", None) or name)
     extra = args.pop("extra_options", None) or {}
     settings = {k: args[k] for k in CLIENT_SETTINGS if args.get(k)}
-    return OpenAIChatCompletionFn(model, **settings, **extra, **options)
+    return OpenAIChatCompletionFn(model, answers, **settings, **extra, **options)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from oaievalset.engine.answers import at_sample
 from oaievalset.engine.completions import CompletionFn, Prompt
 from oaievalset.engine.errors import EngineError, SampleError
 from oaievalset.engine.recorder import Recorder
@@ -178,7 +179,7 @@ class Eval:
             if not isinstance(sample, dict) or any(k not in sample for k in self.required_keys):
                 keys = " and ".join(f"'{k}'" for k in self.required_keys)
                 raise SampleError(f"sample {index} of eval '{self.name}' needs {keys} keys")
-            with recorder.sample(sample_id, index):
+            with recorder.sample(sample_id, index), at_sample(sample_id):
                 rng = random.Random(f"{sample_id}:{self.seed}".encode())
                 try:
                     self.eval_sample(sample, rng, recorder)

@@ -23,7 +23,7 @@ class JobSpec(NamedTuple):
     command: Sequence[str]
     log: Path  # where its stdout and stderr end up, on this machine
     echo_stderr: bool = False  # also show its stderr live on ours (one eval at a time)
-    env: Mapping[str, str] | None = None  # its environment; None: this process's own
+    env: Mapping[str, str] | None = None  # set for it, over this process's environment
 
 
 class Ended(NamedTuple):

@@ -204,7 +204,7 @@ class SubprocessExecutor(Defaults):
                 stdout=log,
                 stderr=subprocess.PIPE if echo_stderr else log,
                 stdin=None if echo_stderr else subprocess.DEVNULL,
-                env=None if spec.env is None else dict(spec.env),
+                env=None if not spec.env else {**os.environ, **spec.env},
             )
         except FileNotFoundError:
             os.close(log)

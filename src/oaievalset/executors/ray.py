@@ -219,6 +219,7 @@ class RayExecutor(Defaults):
 
     def _submit(self, spec: JobSpec) -> Any:
         env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
+        env.update(spec.env or {})
         return self._task.options(scheduling_strategy="SPREAD").remote(
             list(spec.command), env, os.getcwd()
         )

@@ -3,9 +3,11 @@ watched through the files it leaves in the set's state folder (which the nodes m
 and `squeue`/`scontrol`; stopped with `scancel`. No Python package is needed.
 
 Each job runs the same oaieval command as a local run, with the driver's environment
-(`sbatch --export=ALL`), appending its output to the eval's log, and at the end writes its
-exit code and node to an exit file (written aside and renamed, so it is whole). The driver
-stays the only writer of the progress file, the journal and the report.
+(`sbatch --export=ALL`) and the variables set for the eval, appending its output to the
+eval's log, and at the end writes its exit code and node to an exit file (written aside
+and renamed, so it is whole). The driver stays the only writer of the progress file, the
+journal and the report; the eval's answer journal is in the state folder too, so a job
+requeued on another node goes on where the first stopped.
 """
 
 from __future__ import annotations
@@ -169,11 +171,15 @@ class SlurmExecutor(Defaults):
         program = self._executable(spec.command[0])
         command = " ".join(shlex.quote(part) for part in [program, *spec.command[1:]])
         done_file, aside = shlex.quote(str(exit_file)), shlex.quote(f"{exit_file}.tmp")
+        exports = "".join(
+            f"export {name}={shlex.quote(value)}\n" for name, value in (spec.env or {}).items()
+        )
         script.write_text(
             "#!/bin/sh\n"
             "# An eval of oaievalset: its output goes to the eval's log; its exit code and node\n"
             "# to the exit file, written aside and renamed.\n"
             f"cd {shlex.quote(os.getcwd())} || exit 1\n"
+            f"{exports}"
             f"{command} >> {shlex.quote(str(spec.log))} 2>&1 < /dev/null\n"
             "code=$?\n"
             f'printf "%s %s\\n" "$code" "${{SLURMD_NODENAME:-?}}" > {aside}\n'

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from oaievalset.commands import command_id
 from oaievalset.errors import EXIT_INTERRUPTED, OaiEvalSetError
 from oaievalset.metrics import headline as metrics_headline
 from oaievalset.metrics import scores
-from oaievalset.outcome import read_error
+from oaievalset.outcome import Reuse, read_error
 from oaievalset.present.table import align
 from oaievalset.prices import cost_of, format_cost
 from oaievalset.records import Usage
@@ -51,11 +51,13 @@ def _duration(seconds: float | None) -> str:
 def summary_table(
     results: Sequence[Result], price: tuple[float, float] | None = None, width: int | None = None
 ) -> str:
-    """One row per eval: eval, status, duration, attempts, tokens (and cost, given the
-    model's price), where it ran (on a cluster), headline metrics; then the totals. Wider
-    than `width` (a terminal's), each row is its eval's line and its cells below it."""
+    """One row per eval: eval, status, duration, attempts, answers reused from its answer
+    journal (when any were), tokens (and cost, given the model's price), where it ran (on
+    a cluster), headline metrics; then the totals. Wider than `width` (a terminal's), each
+    row is its eval's line and its cells below it."""
     where = any(r.where for r in results)
-    header = ["eval", "status", "time", "tries", "tokens"]
+    reused = any(r.reuse and r.reuse.reused for r in results)
+    header = ["eval", "status", "time", "tries"] + ["reused"] * reused + ["tokens"]
     header += ["cost"] * bool(price) + ["where"] * where + ["metrics"]
     rows = []
     for r in results:
@@ -64,16 +66,19 @@ def summary_table(
             r.status,
             _duration(r.duration),
             str(r.attempts) if r.attempts else "-",
-            f"{r.usage.total_tokens:,}" if r.usage else "-",
         ]
+        row += [f"{r.reuse.reused}/{r.reuse.answers}" if r.reuse else "-"] * reused
+        row += [f"{r.usage.total_tokens:,}" if r.usage else "-"]
         row += [_money(cost_of(r.usage, price))] * bool(price) + [r.where or "-"] * where
         rows.append([*row, headline(r.metrics)])
     total = sum((r.usage for r in results if r.usage), Usage())
     this_run = sum((r.usage for r in results if r.usage and r.status == DONE), Usage())
     if total.total_tokens:
-        row = ["total", "", "", "", f"{total.total_tokens:,}"]
+        row = ["total", "", "", ""] + [""] * reused + [f"{total.total_tokens:,}"]
         row += [_money(cost_of(total, price))] * bool(price) + [""] * where
-        rows.append([*row, f"(this run: {this_run.total_tokens:,} tokens)"])
+        saved = sum(r.reuse.tokens for r in results if r.reuse and r.status == DONE)
+        also = f", {saved:,} of them reused" if saved else ""
+        rows.append([*row, f"(this run: {this_run.total_tokens:,} tokens{also})"])
     lines = align([header, *rows])
     if width is not None and max(len(line) for line in lines) > width:
         lines = _stacked(header, rows, width)
@@ -145,8 +150,16 @@ def json_report(
         "usage_this_run": sum(
             (r.usage for r in results if r.usage and r.status == DONE), Usage()
         ).as_dict(),
+        "answers_reused_this_run": _reuse_of(r.reuse for r in results if r.status == DONE),
         "evals": evals,
     }
+
+
+def _reuse_of(reuses: Iterable[Reuse | None]) -> dict[str, int]:
+    """Answers taken from answer journals, of all the answers, and the tokens they cost."""
+    each = [r for r in reuses if r is not None]
+    reused, answers, tokens = (sum(r[i] for r in each) for i in range(3))
+    return Reuse(reused, answers, tokens).as_dict()
 
 
 def dumps(data: Any) -> str:
@@ -184,6 +197,7 @@ def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list
         )
         all_runs = state.get("usage_all_runs")
         result.usage_all_runs = Usage.of(all_runs) if all_runs else None
+        result.reuse = outcome.reuse
         results.append(result)
     return results
 

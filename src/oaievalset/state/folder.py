@@ -7,11 +7,13 @@ so that the original can still read it.
     claims/         one lock per command being run (claims.Claims)
     state.jsonl     the last state of each command (journal.Journal)
     logs/           one log per command: the child's stdout and stderr
+    answers/        one answer journal per eval not yet recorded (engine/answers.py)
     reports/        one JSON report per run; report.json is the latest
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -77,6 +79,20 @@ class StateFolder:
     def log_path(self, command: Sequence[str]) -> Path:
         key = command[2] if len(command) > 2 else "eval"
         return Path(f"{self.path}/logs/{_UNSAFE.sub('_', key)}.{command_id(command)[:8]}.log")
+
+    def answers_path(self, command: Sequence[str]) -> Path:
+        """The eval's answer journal: by eval name alone, so that a run with other
+        arguments finds the journal of the last and sets it aside (never two to mix)."""
+        key = command[2] if len(command) > 2 else "eval"
+        return Path(f"{self.path}/answers/{_UNSAFE.sub('_', key)}.jsonl")
+
+    def forget_answers(self, command: Sequence[str]) -> None:
+        """Remove the eval's answer journal (and one it set aside): it is recorded, or
+        --no-resume starts it afresh."""
+        path = self.answers_path(command)
+        for each in (path, path.with_name(path.name + ".set-aside")):
+            with contextlib.suppress(FileNotFoundError):
+                each.unlink()
 
     def create(self, parent: Path) -> None:
         """Make the folders, so that an unwritable place fails before any eval runs."""

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
 from oaievalset.files import atomic_write
-from oaievalset.outcome import Outcome, read_outcome
+from oaievalset.outcome import Outcome, Reuse, read_outcome
 
 COMPACT_AT = 256 * 1024  # bytes of journal before a run that is alone compacts it
 
@@ -29,6 +29,7 @@ class DoneState(TypedDict, total=False):
     metrics: dict[str, Any]  # its final report, NaN as null
     record: str | None
     where: str | None
+    reuse: dict[str, int] | None  # what it took from its answer journal (outcome.Reuse)
 
 
 class CommandState(TypedDict, total=False):
@@ -61,7 +62,8 @@ def as_recorded(state: CommandState) -> tuple[CommandState, Outcome]:
     merged: CommandState = {**state, **done}  # type: ignore[typeddict-item]
     merged["status"] = "done"
     merged["exit_code"] = 0
-    return merged, Outcome(dict(done.get("metrics") or {}), done.get("record"))
+    reuse = Reuse.of(done.get("reuse"))
+    return merged, Outcome(dict(done.get("metrics") or {}), done.get("record"), reuse)
 
 
 class Journal:
