@@ -223,6 +223,14 @@ def test_our_engine_runs_test_basic_on_the_cluster_against_a_loopback_server(
     assert result.returncode == 0, result.stderr
     assert len(server.requests) == 21  # the driver's key and base URL reached the jobs
     assert "accuracy=" in result.stderr
+    # Each job kept its answers in the shared state folder (where a requeued job on another
+    # node finds them), and the driver removed each journal once the eval was recorded.
+    state = isolated / "m.test-basic.progress.d"
+    logs = sorted((state / "logs").glob("*.log"))
+    assert len(logs) == 4
+    for log in logs:
+        assert f" reused from {state / 'answers'}/" in log.read_text(), log
+    assert list((state / "answers").iterdir()) == []
 
 
 def test_a_state_folder_under_tmp_on_several_nodes_is_refused(
