@@ -424,6 +424,46 @@ def bench_unhealthy(rounds: int = 3, samples: int = 40, latency: float = 0.05) -
         )
 
 
+def bench_resume(samples: int = 600, latency: float = 0.05) -> None:
+    """What the answer journal saves: our oaieval killed (SIGKILL) halfway through an eval,
+    then run again with its journal, side by side with a run again without one (what a
+    resume cost before, and still costs with another oaieval): requests, tokens and time."""
+    import signal
+
+    from helpers.chat_server import ChatServer
+
+    root, answers = _qa_registry(samples)
+    journal = WORK / "resume-answers.jsonl"
+    server = ChatServer(answers=answers, latency=latency, models=("gpt-4",)).start()
+    try:
+        env = {**_server_env(server), "OAIEVAL_ANSWER_JOURNAL": str(journal)}
+        journal.unlink(missing_ok=True)
+        command = _engine_command(OURS_BIN / "oaieval", root)
+        proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        while len(server.requests) < samples // 2:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = len(server.requests)
+        lines = journal.read_text().splitlines()
+        kept = len(lines) - 1
+        tokens = sum(json.loads(line)["usage"]["total_tokens"] for line in lines[1:])
+        with_journal = timed(command, env)
+        asked_with = len(server.requests) - killed_at
+        without = timed(command, {**env, "OAIEVAL_ANSWER_JOURNAL": ""})
+        asked_without = len(server.requests) - killed_at - asked_with
+    finally:
+        server.stop()
+    say(
+        f"resume after kill -9 at {killed_at} of {samples} requests ({kept} answers kept, "
+        f"{latency * 1000:.0f} ms per request):\n"
+        f"  with the journal    {asked_with:5} requests  {with_journal:6.2f} s\n"
+        f"  without             {asked_without:5} requests  {without:6.2f} s\n"
+        f"  saved               {asked_without - asked_with:5} requests, {tokens:,} tokens; "
+        f"time ratio {with_journal / without:.2f}"
+    )
+
+
 def bench_coverage(samples: int = 3) -> None:
     """How many evals of the openai/evals registry our oaieval runs, by class: each one run
     for real (`oaieval dummy EVAL --max_samples 3 --dry-run`, its data from the original's
@@ -694,6 +734,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "engine": bench_engine,
     "small": bench_small,
     "unhealthy": bench_unhealthy,
+    "resume": bench_resume,
     "coverage": bench_coverage,
     "slurm": bench_slurm,
     "ray": bench_ray,

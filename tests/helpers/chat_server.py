@@ -19,6 +19,15 @@ from typing import Any
 DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (killed on purpose) is no error to print."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class ChatServer:
     answers: dict[str, str] = field(default_factory=dict)
@@ -130,7 +139,7 @@ class ChatServer:
                 self._send(200, owner._answer(request))
 
         self._started = time.monotonic()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
