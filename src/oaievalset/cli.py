@@ -135,6 +135,14 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
     )
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
     ours.add_argument(
+        "--answer-cache",
+        metavar="DIR",
+        default=None,
+        help="Reuse the answers of earlier runs to the same requests, kept in DIR (our "
+        "oaieval only). Off by default: a model sampled at a temperature answers "
+        "differently on purpose.",
+    )
+    ours.add_argument(
         "--prices",
         metavar="FILE",
         default=None,
@@ -182,6 +190,8 @@ def run(
 
     if unknown_args:
         _check_passthrough(args, unknown_args, run_command)
+    if _opt(args, "answer_cache", None):
+        _check_answer_cache(run_command)
     executor_name = _opt(args, "executor", executors.DEFAULT)
     backend = executors.backend(executor_name)
     settings = Settings(
@@ -198,10 +208,25 @@ def run(
         json=_opt(args, "json", False),
         run_command=run_command,
         prices=_opt(args, "prices", None),
+        answer_cache=_opt(args, "answer_cache", None),
         executor=executor_name,
         executor_options=backend.options(vars(args)),
     )
     return run_set(settings, registry, color=color, executor=executor)
+
+
+def _check_answer_cache(run_command: str) -> None:
+    """The answer cache is our oaieval's: another one ignores it, which is worth a line."""
+    from oaievalset.engine.cli import is_this_oaieval
+    from oaievalset.executors.base import find_executable
+
+    found = find_executable(run_command)
+    if found is not None and not is_this_oaieval(found):
+        print(
+            f"oaievalset: warning: --answer-cache is kept by this package's oaieval; "
+            f"{found} is another one, which will ask every request",
+            file=sys.stderr,
+        )
 
 
 def _check_passthrough(

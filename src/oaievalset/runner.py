@@ -20,7 +20,7 @@ from oaievalset.commands import Command, command_id
 from oaievalset.errors import OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.metrics import finite
-from oaievalset.outcome import ANSWER_JOURNAL, read_outcome
+from oaievalset.outcome import ANSWER_CACHE, ANSWER_JOURNAL, read_outcome
 from oaievalset.present.view import View
 from oaievalset.records import Usage
 from oaievalset.results import (
@@ -59,6 +59,7 @@ class RunOptions(NamedTuple):
     color: bool = False  # colour on stdout
     live: bool = False  # a status line that redraws itself; only on a terminal
     err_color: bool = False  # colour on stderr, decided for that stream
+    answer_cache: str | None = None  # the folder of answers kept across runs, if opted into
 
 
 class Interrupted(Exception):
@@ -247,6 +248,8 @@ class _Run:
         # Its answers are kept as they arrive, so that a retry or a resume asks only what
         # has no answer yet (our oaieval does; another ignores the variable).
         answers = {ANSWER_JOURNAL: str(self.state.answers_path(slot.command))}
+        if self.options.answer_cache:
+            answers[ANSWER_CACHE] = self.options.answer_cache
         # At -j 1 the child's stderr is shown live, as the original shows it.
         spec = JobSpec(slot.command, log, self.options.jobs == 1, answers)
         # A job that a driver which died left running (on a cluster) is taken over.

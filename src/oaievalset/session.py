@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import (
@@ -47,6 +48,7 @@ class Settings(NamedTuple):
     json: bool = False
     run_command: str = "oaieval"
     prices: str | None = None  # a YAML file of prices per million tokens, per model
+    answer_cache: str | None = None  # a folder of answers kept across runs, opted into
     executor: str = "local"  # a name of executors.BACKENDS
     executor_options: Any = None  # that backend's Options; None: its defaults
 
@@ -129,6 +131,8 @@ def _conclude(
         err_color=use_color(sys.stderr),
         prices=prices,
     )
+    if settings.answer_cache:
+        print(f"oaievalset: {report.cache_line(Path(settings.answer_cache))}", file=sys.stderr)
 
 
 def _reduce(results: list[Result], interrupted: bool, stopped: bool) -> int:
@@ -251,6 +255,7 @@ def _run_todo(
         color=color,
         live=jobs > 1 and sys.stdout.isatty(),
         err_color=use_color(sys.stderr),
+        answer_cache=os.path.abspath(settings.answer_cache) if settings.answer_cache else None,
     )
     try:
         results = runner.execute(

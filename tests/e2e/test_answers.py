@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from helpers.chat_server import ChatServer
-from helpers.fake import run_cli
+from helpers.fake import REG1, Fake, run_cli
 from helpers.processes import start, wait_for
 from helpers.records import read_record
 
 SAMPLES = 300
 THREADS = 10  # the engine's threads: at most this many requests are in flight
+R1 = ["--registry_path", str(REG1)]
 
 
 def answer(request: dict[str, Any]) -> str:
@@ -194,3 +195,37 @@ def test_a_journal_of_other_arguments_or_before_no_resume_is_never_used(
         assert why in Path(entry["log"]).read_text()
     answers = journal_of(isolated).parent
     assert sorted(os.listdir(answers)) == [], "recorded: its journal, and one set aside, go"
+
+
+def test_the_answer_cache_answers_the_same_requests_of_a_later_run_only_when_asked_for(
+    isolated: Path, tmp_path: Path, registry: list[str]
+) -> None:
+    cache = tmp_path / "answer-cache"
+    server = ChatServer(answer_fn=answer, models=("m",)).start()
+    asked = []
+    try:
+        env = engine_env(server)
+        for extra in (["--answer-cache", str(cache)],
+                      ["--no-resume", "--answer-cache", str(cache)],
+                      ["--no-resume"]):  # fmt: skip
+            before = len(server.requests)
+            result = run_cli(["m", "many-set", *registry, *extra], env, timeout=120)
+            assert result.returncode == 0, result.stderr
+            asked.append(len(server.requests) - before)
+            if "--answer-cache" in extra:
+                assert f"oaievalset: answer cache: {cache} (1 eval(s), " in result.stderr
+            else:
+                assert "answer cache" not in result.stderr
+    finally:
+        server.stop()
+    assert asked == [SAMPLES, 0, SAMPLES], "the second run asked nothing; the third, no cache"
+    assert len((cache / "many.dev.v0.jsonl").read_text().splitlines()) == SAMPLES + 1
+
+
+def test_an_answer_cache_with_another_oaieval_is_warned_about(fake: Fake, tmp_path: Path) -> None:
+    result = run_cli(["dummy", "zz-chain", *R1, "--answer-cache", str(tmp_path / "c")])
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"oaievalset: warning: --answer-cache is kept by this package's oaieval; "
+        f"{fake.bin / 'oaieval'} is another one, which will ask every request"
+    ) in result.stderr.splitlines()

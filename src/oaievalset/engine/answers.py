@@ -1,5 +1,6 @@
 """The answer journal: every answer a model gives, kept on disk the moment it arrives, so
 that an eval run again after a crash, a failure or Ctrl-C asks only what has no answer yet.
+And the answer cache, its opt-in sibling across runs.
 
 The journal is a JSONL file (`OAIEVAL_ANSWER_JOURNAL` names it). Its first line says what
 run it is for: the eval, its arguments, the seed, --max_samples, the completion functions
@@ -9,6 +10,11 @@ answer, under the key of the request it answers: the sample and the position amo
 sample's requests, the completion function and its server, and the request body. Lines
 are appended with one write each, so a process killed at any moment leaves whole lines (a
 cut last line is dropped when the journal is opened again). Errors are never written.
+
+The answer cache (`OAIEVAL_ANSWER_CACHE` names a folder, one file per eval in it) keeps
+answers under the same keys for any later run, whatever its arguments: the same request
+in the same place gets the same answer again. It is off unless asked for, as a model
+sampled at a temperature gives other answers on purpose.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from oaievalset.engine.errors import EngineError
-from oaievalset.outcome import ANSWER_JOURNAL
+from oaievalset.outcome import ANSWER_CACHE, ANSWER_JOURNAL
 
 ENV = ANSWER_JOURNAL
+CACHE_ENV = ANSWER_CACHE
 FORMAT = 1  # of the journal's lines
 HEADER = "answer_journal"
+CACHE_HEADER = "answer_cache"
 
 logger = logging.getLogger("oaieval")
 
@@ -93,11 +101,13 @@ def data_digest(paths: Mapping[str, Path]) -> dict[str, str]:
 
 class AnswerJournal:
     """The answers of one eval run (see the module's doc), read on open and appended to as
-    answers arrive; safe to use from every thread of the run."""
+    answers arrive; safe to use from every thread of the run. Without an identity, the
+    answer cache's file of an eval, for any run."""
 
-    def __init__(self, path: Path, identity: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, identity: Mapping[str, Any] | None) -> None:
         self.path = path
-        self.identity = json.loads(_dumps(identity))  # as the header keeps it
+        # As the header keeps it.
+        self.identity = None if identity is None else json.loads(_dumps(identity))
         self._index: dict[str, tuple[int, int]] = {}  # key -> (offset, length) of its line
         self._lock = threading.Lock()
         self.reused = 0  # answers taken from the journal in this run
@@ -108,7 +118,8 @@ class AnswerJournal:
             self._open()
         except OSError as exc:
             raise EngineError(
-                f"{path}: cannot use the answer journal ({exc.strerror}); check {ENV}"
+                f"{path}: cannot use the {self.what.lower()} ({exc.strerror}); "
+                f"check {ENV if identity is not None else CACHE_ENV}"
             ) from None
 
     def _open(self) -> None:
@@ -116,7 +127,9 @@ class AnswerJournal:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
         if not kept:
-            header = {HEADER: FORMAT, "identity": self.identity}
+            header: dict[str, Any] = {CACHE_HEADER: FORMAT}
+            if self.identity is not None:
+                header = {HEADER: FORMAT, "identity": self.identity}
             os.write(self._fd, (_dumps(header) + "\n").encode("utf-8"))
         self._reader = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self._failed = False  # a write failed (a full disk): answers are no longer kept
@@ -131,7 +144,7 @@ class AnswerJournal:
                 f.close()
                 aside = self.path.with_name(self.path.name + ".set-aside")
                 os.replace(self.path, aside)
-                logger.warning(f"Answer journal {self.path} {why}; set aside as {aside}")
+                logger.warning(f"{self.what} {self.path} {why}; set aside as {aside}")
                 return False
             offset = len(first)
             skipped = 0
@@ -147,12 +160,22 @@ class AnswerJournal:
                     self._index.setdefault(str(key), (offset, len(line)))
                 offset += len(line)
         if skipped:
-            logger.warning(f"Answer journal {self.path}: {skipped} unreadable line(s) skipped")
+            logger.warning(f"{self.what} {self.path}: {skipped} unreadable line(s) skipped")
         if self._index:
-            logger.info(f"Answer journal {self.path}: {len(self._index)} answers kept")
+            logger.info(f"{self.what} {self.path}: {len(self._index)} answers kept")
         return True
 
+    @property
+    def what(self) -> str:
+        return "Answer journal" if self.identity is not None else "Answer cache"
+
     def _mismatch(self, first: bytes) -> str | None:
+        if self.identity is None:
+            try:
+                cache = json.loads(first).get(CACHE_HEADER)
+            except (ValueError, AttributeError):
+                cache = None
+            return None if cache == FORMAT else "is not an answer cache of this format"
         try:
             header = json.loads(first)
             kept = header["identity"] if header.get(HEADER) == FORMAT else None
@@ -195,24 +218,69 @@ class AnswerJournal:
                 why = "a short write"
             if written != len(data):  # the eval goes on; what comes next is not kept
                 self._failed = True
-                logger.warning(f"Answer journal {self.path}: cannot write ({why}); "
+                logger.warning(f"{self.what} {self.path}: cannot write ({why}); "
                                f"the answers from now on are not kept")  # fmt: skip
                 return
             end = os.lseek(self._fd, 0, os.SEEK_CUR)
             self._index.setdefault(key, (end - written, written))
 
     def summary(self) -> str:
-        """The log line the orchestrator reads back (outcome.read_reuse)."""
-        from oaievalset.outcome import reuse_line
-
-        total = self.reused + self.asked
-        return reuse_line(self.reused, total, self.reused_tokens, str(self.path))
+        """The log line the orchestrator reads back (outcome.read_outcome)."""
+        return Answers([self]).summary()
 
     def close(self) -> None:
         os.close(self._fd)
         os.close(self._reader)
 
     def __enter__(self) -> AnswerJournal:
+        return self
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        if error is not None:  # a failed run: what it kept for the next
+            logger.info(self.summary())
+        self.close()
+
+
+class Answers:
+    """Where a run finds answers and keeps them: its journal, then the cache (either may
+    be missing). An answer found in one is not asked; one asked is kept in both."""
+
+    def __init__(self, stores: list[AnswerJournal]) -> None:
+        self.stores = stores
+        self.asked = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        for store in self.stores:
+            answer = store.get(key)
+            if answer is not None:
+                return answer
+        return None
+
+    def put(self, key: str, answer: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.asked += 1
+        for store in self.stores:
+            store.put(key, answer)
+
+    def summary(self) -> str:
+        """The log line the orchestrator reads back (outcome.read_outcome)."""
+        from oaievalset.outcome import reuse_line
+
+        reused = sum(store.reused for store in self.stores)
+        tokens = sum(store.reused_tokens for store in self.stores)
+        asked = self.asked or max((store.asked for store in self.stores), default=0)
+        where = " and ".join(
+            str(store.path) if store.identity is not None else f"the answer cache {store.path}"
+            for store in self.stores
+        )
+        return reuse_line(reused, reused + asked, tokens, where)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+    def __enter__(self) -> Answers:
         return self
 
     def __exit__(self, kind: object, error: object, tb: object) -> None:

@@ -23,7 +23,7 @@ from oaievalset.errors import EXIT_INTERRUPTED, EXIT_OK, OaiEvalSetError
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from oaievalset.engine.answers import AnswerJournal
+    from oaievalset.engine.answers import Answers
 
 PROG = "oaieval"
 logger = logging.getLogger("oaieval")
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     cls = eval_class(spec.cls, spec.key)
     names = args.completion_fn.split(",")
     eval_args: dict[str, Any] = {**spec.args, **extra}
-    with _answer_journal(args, spec, names, eval_args, completion_args) as answers:
+    with _answers(args, spec, names, eval_args, completion_args) as answers:
         fns = [make_completion_fn(name, registry, answers, **completion_args) for name in names]
         evaluation = make_eval(
             cls,
@@ -226,22 +226,30 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     return run_id
 
 
-def _answer_journal(
+def _answers(
     args: argparse.Namespace,
     spec: Any,
     names: list[str],
     eval_args: dict[str, Any],
     completion_args: dict[str, Any],
-) -> AbstractContextManager[AnswerJournal | None]:
-    """The answer journal OAIEVAL_ANSWER_JOURNAL names, for exactly this run (else None):
-    the eval, its arguments and data, the seed, the sample count, the models."""
+) -> AbstractContextManager[Answers | None]:
+    """Where the run keeps and finds answers: the answer journal OAIEVAL_ANSWER_JOURNAL
+    names, for exactly this run (the eval, its arguments and data, the seed, the sample
+    count, the models), and the answer cache of OAIEVAL_ANSWER_CACHE; None without both."""
     import contextlib
+    import re
 
-    from oaievalset.engine.answers import ENV, AnswerJournal, data_digest
+    from oaievalset.engine.answers import CACHE_ENV, ENV, AnswerJournal, Answers, data_digest
 
-    path = os.environ.get(ENV)
-    if not path:
+    path, cache = os.environ.get(ENV), os.environ.get(CACHE_ENV)
+    if not path and not cache:
         return contextlib.nullcontext()
+    stores = []
+    if cache:
+        name = re.sub(r"[^\w.-]", "_", spec.key)
+        stores.append(AnswerJournal(Path(cache) / f"{name}.jsonl", None))
+    if not path:
+        return Answers(stores)
     data = {}
     for name, value in eval_args.items():
         if isinstance(value, str) and (name.endswith("jsonl") or ".jsonl" in value):
@@ -258,7 +266,7 @@ def _answer_journal(
         "completion_args": completion_args,
         "data": data_digest(data),
     }
-    return AnswerJournal(Path(path), identity)
+    return Answers([AnswerJournal(Path(path), identity), *stores])
 
 
 def _run_spec(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 from oaievalset.engine.errors import EngineError, ModelError, SampleError
 
 if TYPE_CHECKING:
-    from oaievalset.engine.answers import AnswerJournal
+    from oaievalset.engine.answers import Answers
 
 Prompt = Union[str, list[dict[str, Any]]]
 
@@ -156,7 +156,7 @@ class OpenAIChatCompletionFn:
     argument is a parameter of each request.
     """
 
-    def __init__(self, model: str, answers: AnswerJournal | None = None, **options: Any) -> None:
+    def __init__(self, model: str, answers: Answers | None = None, **options: Any) -> None:
         self.name = model
         self._answers = answers  # where answers are kept as they arrive, and found again
         settings = {k: options.pop(k) for k in CLIENT_SETTINGS if k in options}
@@ -434,7 +434,7 @@ def is_openai_chat_model(name: str) -> bool:
 
 
 def make_completion_fn(
-    name: str, registry: Any = None, answers: AnswerJournal | None = None, **options: Any
+    name: str, registry: Any = None, answers: Answers | None = None, **options: Any
 ) -> CompletionFn:
     """`dummy`; an OpenAI chat model name; a completion function of the registry's
     `completion_fns/` (one that is a chat model); or any other name as a chat model. A

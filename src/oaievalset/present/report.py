@@ -3,6 +3,7 @@ JSON report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -153,6 +154,16 @@ def json_report(
         "answers_reused_this_run": _reuse_of(r.reuse for r in results if r.status == DONE),
         "evals": evals,
     }
+
+
+def cache_line(folder: Path) -> str:
+    """Where the answer cache is, and how much it holds (one file per eval)."""
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    size = 0
+    for file in files:
+        with contextlib.suppress(OSError):
+            size += file.stat().st_size
+    return f"answer cache: {folder} ({len(files)} eval(s), {size / 2**20:,.1f} MiB)"
 
 
 def _reuse_of(reuses: Iterable[Reuse | None]) -> dict[str, int]:
