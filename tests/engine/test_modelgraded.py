@@ -188,3 +188,21 @@ def test_the_bundled_model_graded_set_runs_offline_with_dummy(isolated: Path) ->
     result = run_cli(["dummy", "test-graded"])
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("score=") == 3
+
+
+def test_with_an_answer_journal_the_answers_and_their_grading_are_reused_in_order(
+    server: ChatServer, registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OAIEVAL_ANSWER_JOURNAL", str(tmp_path / "answers.jsonl"))
+
+    def events() -> list[Any]:
+        lines = read_record(tmp_path / "record.jsonl")
+        return [(e["sample_id"], e["type"], e["data"]) for e in lines if "sample_id" in e]
+
+    assert run(registry, tmp_path, "m,my-grader") == 0
+    first, asked = events(), len(server.requests)
+    assert asked == 6  # an answer and its grading per sample
+    assert run(registry, tmp_path, "m,my-grader") == 0
+    assert len(server.requests) == asked, "all six reused"
+    assert events() == first
+    assert read_record(tmp_path / "record.jsonl")[-1]["final_report"]["usage_total_tokens"] == 12
