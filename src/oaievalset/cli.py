@@ -47,6 +47,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _dollars(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of dollars") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of dollars, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with only the line that matters for a bad argument (no usage first)."""
 
@@ -135,6 +145,22 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
     )
     ours.add_argument("--json", action="store_true", help="With --plan or --list: print JSON.")
     ours.add_argument(
+        "--max-cost",
+        type=_dollars,
+        default=None,
+        metavar="DOLLARS",
+        help="Stop when the answers of this run have cost this much (needs --prices): no "
+        "new request is sent, the running evals stop unrecorded and keep their answers, "
+        "exit 3. The same command with a higher cap goes on from there.",
+    )
+    ours.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="Likewise, at N tokens (input and output) in the answers of this run.",
+    )
+    ours.add_argument(
         "--answer-cache",
         metavar="DIR",
         default=None,
@@ -192,6 +218,9 @@ def run(
         _check_passthrough(args, unknown_args, run_command)
     if _opt(args, "answer_cache", None):
         _check_answer_cache(run_command)
+    for flag in ("max_cost", "max_tokens"):
+        if _opt(args, flag, None) is not None:
+            _check_budget_engine(run_command, "--" + flag.replace("_", "-"))
     executor_name = _opt(args, "executor", executors.DEFAULT)
     backend = executors.backend(executor_name)
     settings = Settings(
@@ -209,6 +238,8 @@ def run(
         run_command=run_command,
         prices=_opt(args, "prices", None),
         answer_cache=_opt(args, "answer_cache", None),
+        max_cost=_opt(args, "max_cost", None),
+        max_tokens=_opt(args, "max_tokens", None),
         executor=executor_name,
         executor_options=backend.options(vars(args)),
     )
@@ -226,6 +257,19 @@ def _check_answer_cache(run_command: str) -> None:
             f"oaievalset: warning: --answer-cache is kept by this package's oaieval; "
             f"{found} is another one, which will ask every request",
             file=sys.stderr,
+        )
+
+
+def _check_budget_engine(run_command: str, flag: str) -> None:
+    """A cap is kept by our oaieval: with another one, it would count nothing."""
+    from oaievalset.engine.cli import is_this_oaieval
+    from oaievalset.executors.base import find_executable
+
+    found = find_executable(run_command)
+    if found is not None and not is_this_oaieval(found):
+        raise UsageError(
+            f"{flag} is kept by this package's oaieval; {found} is another one, which "
+            f"would not stop at it (put this package's oaieval first on PATH)"
         )
 
 

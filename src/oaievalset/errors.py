@@ -5,6 +5,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # at least one eval failed, or an error stopped the run midway
 EXIT_USAGE = 2  # usage, registry or progress-file error: nothing was run
+EXIT_BUDGET = 3  # --max-cost or --max-tokens reached: the running evals stopped, not recorded
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 

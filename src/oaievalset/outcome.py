@@ -33,6 +33,7 @@ def parse_number(text: str) -> str | int | float:
 # The variable that names our engine's answer journal for an eval (engine/answers.py).
 ANSWER_JOURNAL = "OAIEVAL_ANSWER_JOURNAL"
 ANSWER_CACHE = "OAIEVAL_ANSWER_CACHE"  # a folder: the answer cache across runs, opted into
+BUDGET = "OAIEVAL_BUDGET"  # a run's spending cap, shared by its evals (engine/spend.py)
 
 
 class Reuse(NamedTuple):

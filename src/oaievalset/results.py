@@ -31,6 +31,7 @@ class Status(str, Enum):
     INTERRUPTED = "interrupted"
     NOT_RUN = "not run"  # never started (an earlier failure stopped the run)
     INCOMPLETE = "incomplete"  # another process had it and did not complete it
+    STOPPED = "stopped"  # the run's budget was spent: not recorded, its answers kept
 
     # As the word, whatever the Python (3.11 changed how a str mixin formats).
     def __str__(self) -> str:
@@ -46,12 +47,13 @@ PENDING, DONE, DONE_EARLIER, DONE_ELSEWHERE = (
     Status.DONE_EARLIER,
     Status.DONE_ELSEWHERE,
 )
-FAILED, TIMEOUT, INTERRUPTED, NOT_RUN, INCOMPLETE = (
+FAILED, TIMEOUT, INTERRUPTED, NOT_RUN, INCOMPLETE, STOPPED = (
     Status.FAILED,
     Status.TIMEOUT,
     Status.INTERRUPTED,
     Status.NOT_RUN,
     Status.INCOMPLETE,
+    Status.STOPPED,
 )
 
 

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.commands import Command, command_id
-from oaievalset.errors import OaiEvalSetError
+from oaievalset.errors import EXIT_BUDGET, OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.metrics import finite
-from oaievalset.outcome import ANSWER_CACHE, ANSWER_JOURNAL, read_outcome
+from oaievalset.outcome import ANSWER_CACHE, ANSWER_JOURNAL, BUDGET, read_outcome
 from oaievalset.present.view import View
 from oaievalset.records import Usage
 from oaievalset.results import (
@@ -30,6 +30,7 @@ from oaievalset.results import (
     INCOMPLETE,
     INTERRUPTED,
     NOT_RUN,
+    STOPPED,
     TIMEOUT,
     Phase,
     Result,
@@ -40,6 +41,7 @@ from oaievalset.state.progress import ProgressFile
 
 if TYPE_CHECKING:
     from oaievalset.executors.base import Executor, Job
+    from oaievalset.ledger import Budget
 
 # Result is the runner's product: tests and the Python API take it from here.
 __all__ = ["Aborted", "Interrupted", "Result", "RunOptions", "execute"]
@@ -60,6 +62,7 @@ class RunOptions(NamedTuple):
     live: bool = False  # a status line that redraws itself; only on a terminal
     err_color: bool = False  # colour on stderr, decided for that stream
     answer_cache: str | None = None  # the folder of answers kept across runs, if opted into
+    budget: Budget | None = None  # --max-cost or --max-tokens: the run's ledger and limit
 
 
 class Interrupted(Exception):
@@ -199,6 +202,9 @@ class _Run:
     def start_what_may_start(self) -> None:
         """Up to `jobs` at once, nothing new once stopping: first the retries whose time
         has come, then the pending evals; a retry still waiting holds back none of them."""
+        budget = self.options.budget
+        if budget is not None and not self.stopping and budget.is_spent():
+            self.stopping = True  # nothing new starts; the running evals stop by themselves
         now = time.monotonic()
         due = sorted((s for s in self.retries if s.not_before <= now), key=lambda s: s.not_before)
         for slot in due:
@@ -250,6 +256,8 @@ class _Run:
         answers = {ANSWER_JOURNAL: str(self.state.answers_path(slot.command))}
         if self.options.answer_cache:
             answers[ANSWER_CACHE] = self.options.answer_cache
+        if self.options.budget is not None:
+            answers[BUDGET] = self.options.budget.env()
         # At -j 1 the child's stderr is shown live, as the original shows it.
         spec = JobSpec(slot.command, log, self.options.jobs == 1, answers)
         # A job that a driver which died left running (on a cluster) is taken over.
@@ -296,6 +304,12 @@ class _Run:
             self.busy = slot  # recording it may fail (the progress lock, a full disk)
             self.succeed(slot, outcome.record)
             self.busy = None
+            return
+        budget = self.options.budget
+        if code == EXIT_BUDGET and budget is not None and budget.is_spent():
+            self.state.release(slot.command)  # its answers stay for the next run
+            self.finish(slot, STOPPED)
+            self.stopping = True
             return
         why = "timed out" if slot.timed_out else outcome.reason or describe_exit(code)
         if result.attempts < self.options.attempts and not self.stopping:

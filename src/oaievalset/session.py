@@ -4,6 +4,7 @@ to an exit code and a report (nox's run-then-reduce). The CLI converts its argum
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -11,20 +12,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import (
+    EXIT_BUDGET,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     LaunchError,
+    ProgressError,
     RegistryError,
     RunStopped,
+    UsageError,
 )
 from oaievalset.present.console import highlight, use_color
-from oaievalset.results import FAILURES, Result, new_run_id
+from oaievalset.results import FAILURES, NOT_RUN, STOPPED, Result, new_run_id
 
 if TYPE_CHECKING:
     from oaievalset import runner
     from oaievalset.commands import Command
     from oaievalset.executors.base import Executor
+    from oaievalset.ledger import Budget
     from oaievalset.prices import Price
     from oaievalset.registry import Registry, SetResolution
     from oaievalset.state.progress import ProgressFile
@@ -49,6 +54,8 @@ class Settings(NamedTuple):
     run_command: str = "oaieval"
     prices: str | None = None  # a YAML file of prices per million tokens, per model
     answer_cache: str | None = None  # a folder of answers kept across runs, opted into
+    max_cost: float | None = None  # dollars: a cap on what this run's answers cost
+    max_tokens: int | None = None  # a cap on the tokens of this run's answers
     executor: str = "local"  # a name of executors.BACKENDS
     executor_options: Any = None  # that backend's Options; None: its defaults
 
@@ -67,6 +74,7 @@ def run_set(
 
     color = use_color(sys.stdout) if color is None else color
     prices = _prices(settings)
+    _check_budget(settings, prices)
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume
@@ -76,19 +84,84 @@ def run_set(
     done = _announce(settings, commands, progress)
     todo = [c for c in commands if tuple(c) not in done]
     run_id = new_run_id()  # this run's name among the set's reports
-    results, interrupted, stopped = _run_todo(
-        settings, commands, todo, progress, run_id, color, executor
-    )
-    exit_code = _reduce(results, interrupted, stopped is not None)
-    if exit_code == EXIT_OK:
-        print(highlight("All done!", color))
-    sys.stdout.flush()
-    _conclude(settings, commands, done, progress, run_id, results, exit_code, prices)
+    budget = _budget(settings, prices, progress, run_id) if todo else None
+    try:
+        results, interrupted, stopped = _run_todo(
+            settings, commands, todo, progress, run_id, color, executor, budget
+        )
+        exit_code = _reduce(results, interrupted, stopped is not None, budget)
+        if exit_code == EXIT_OK:
+            print(highlight("All done!", color))
+        sys.stdout.flush()
+        spent = _spent_line(budget, results, commands, progress) if budget else None
+        _conclude(settings, commands, done, progress, run_id, results, exit_code, prices, spent)
+    finally:
+        if budget is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(budget.ledger)
     if stopped is not None:
         if not stopped.expected:
             raise stopped.error  # a bug: its traceback, now that the run has ended
         raise RunStopped(f"the run stopped midway: {stopped.reason}")
     return exit_code
+
+
+def _check_budget(settings: Settings, prices: dict[str, Price] | None) -> None:
+    """A cap that could count nothing is refused before anything runs."""
+    if settings.max_cost is not None and settings.max_tokens is not None:
+        raise UsageError("give --max-cost or --max-tokens, not both")
+    if settings.max_cost is not None and (prices is None or settings.model not in prices):
+        where = f"{settings.prices} has none" if settings.prices else "give --prices FILE"
+        raise UsageError(
+            f"--max-cost needs the price of model '{settings.model}' ({where}): "
+            f"without it the spend cannot be counted"
+        )
+
+
+def _budget(
+    settings: Settings, prices: dict[str, Price] | None, progress: ProgressFile, run_id: str
+) -> Budget | None:
+    """This run's cap and its ledger at 0, in the state folder (which the nodes of a
+    cluster share)."""
+    from oaievalset.ledger import Budget, new_ledger
+
+    if settings.max_cost is None and settings.max_tokens is None:
+        return None
+    ledger = str(progress.state_dir / "budget" / f"{run_id}.ledger")
+    try:
+        new_ledger(ledger)
+    except OSError as exc:
+        raise ProgressError(
+            f"{ledger}: cannot write the budget's ledger ({exc.strerror})"
+        ) from None
+    if settings.max_cost is not None:
+        price = (prices or {})[settings.model]
+        return Budget(ledger, settings.max_cost, "dollars", dict(prices or {}), price)
+    return Budget(ledger, float(settings.max_tokens or 0), "tokens")
+
+
+def _spent_line(
+    budget: Budget, results: list[Result], commands: list[Command], progress: ProgressFile
+) -> str | None:
+    """What a run that reached its cap says last."""
+    if not _held_back(results, budget):
+        return None
+    recorded = sum(1 for c in commands if progress.is_recorded(c))
+    return (
+        f"the budget is spent: {budget.describe()} in the answers of this run; "
+        f"{recorded} of {len(commands)} evals are recorded. Run the same command with a "
+        f"higher {budget.flag} to go on: the answers received are kept, and only those "
+        f"missing are asked"
+    )
+
+
+def _held_back(results: list[Result], budget: Budget | None) -> bool:
+    """Whether the budget stopped evals, or kept some from starting."""
+    if budget is None:
+        return False
+    return any(r.status == STOPPED for r in results) or (
+        budget.is_spent() and any(r.status == NOT_RUN for r in results)
+    )
 
 
 def _prices(settings: Settings) -> dict[str, Price] | None:
@@ -112,6 +185,7 @@ def _conclude(
     results: list[Result],
     exit_code: int,
     prices: dict[str, Price] | None,
+    last_line: str | None = None,
 ) -> None:
     """The table, the report and the closing lines, for this run's results and the
     records of the evals done before it."""
@@ -130,14 +204,19 @@ def _conclude(
         run_id,
         err_color=use_color(sys.stderr),
         prices=prices,
+        last_line=last_line,
     )
     if settings.answer_cache:
         print(f"oaievalset: {report.cache_line(Path(settings.answer_cache))}", file=sys.stderr)
 
 
-def _reduce(results: list[Result], interrupted: bool, stopped: bool) -> int:
+def _reduce(
+    results: list[Result], interrupted: bool, stopped: bool, budget: Budget | None = None
+) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
+    if _held_back(results, budget):
+        return EXIT_BUDGET
     if stopped or any(r.status in FAILURES for r in results):
         return EXIT_FAILED
     return EXIT_OK
@@ -222,6 +301,7 @@ def _run_todo(
     run_id: str,
     color: bool,
     executor: Executor | None,
+    budget: Budget | None = None,
 ) -> tuple[list[Result], bool, runner.Aborted | None]:
     """Run what is left; returns the results, whether the run was interrupted, and the
     error that stopped it midway, if one did."""
@@ -256,6 +336,7 @@ def _run_todo(
         live=jobs > 1 and sys.stdout.isatty(),
         err_color=use_color(sys.stderr),
         answer_cache=os.path.abspath(settings.answer_cache) if settings.answer_cache else None,
+        budget=budget,
     )
     try:
         results = runner.execute(

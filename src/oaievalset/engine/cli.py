@@ -171,6 +171,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     from oaievalset.engine.completions import make_completion_fn
     from oaievalset.engine.evals import eval_class, make_eval
     from oaievalset.engine.recorder import Recorder, add_token_usage, new_run_id
+    from oaievalset.engine.spend import spend_from_env
     from oaievalset.outcome import final_report_lines
     from oaievalset.registry import Registry
 
@@ -190,7 +191,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     names = args.completion_fn.split(",")
     eval_args: dict[str, Any] = {**spec.args, **extra}
     with _answers(args, spec, names, eval_args, completion_args) as answers:
-        fns = [make_completion_fn(name, registry, answers, **completion_args) for name in names]
+        spend = spend_from_env()
+        fns = [
+            make_completion_fn(name, registry, answers, spend, **completion_args) for name in names
+        ]
         evaluation = make_eval(
             cls,
             fns,

@@ -25,6 +25,7 @@ from oaievalset.engine.errors import EngineError, ModelError, SampleError
 
 if TYPE_CHECKING:
     from oaievalset.engine.answers import Answers
+    from oaievalset.engine.spend import Spend
 
 Prompt = Union[str, list[dict[str, Any]]]
 
@@ -156,9 +157,16 @@ class OpenAIChatCompletionFn:
     argument is a parameter of each request.
     """
 
-    def __init__(self, model: str, answers: Answers | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        answers: Answers | None = None,
+        spend: Spend | None = None,
+        **options: Any,
+    ) -> None:
         self.name = model
         self._answers = answers  # where answers are kept as they arrive, and found again
+        self._spend = spend  # the run's spending cap, if it has one
         settings = {k: options.pop(k) for k in CLIENT_SETTINGS if k in options}
         self._options = options
         api_key = settings.get("api_key") or os.environ.get("OPENAI_API_KEY")
@@ -209,6 +217,8 @@ class OpenAIChatCompletionFn:
         usage = getattr(response, "usage", None)
         model = getattr(response, "model", None)
         used = usage.model_dump(mode="json") if usage is not None else None
+        if self._spend is not None:
+            self._spend.add(self.name, used)
         if key is not None and self._answers is not None:  # kept before it is scored
             self._answers.put(key, {"sampled": texts, "model": model, "usage": used})
         return _completion(messages, texts, model, used)
@@ -227,6 +237,8 @@ class OpenAIChatCompletionFn:
                 with self._throttle, self._first_answer():
                     if stopped.is_set():  # while this thread waited its turn
                         raise ModelError("stopped before sending a request")
+                    if self._spend is not None:
+                        self._spend.check()  # raises once the run's budget is spent
                     response = self._client.chat.completions.create(
                         model=self.name,
                         messages=messages,  # type: ignore[arg-type]  # plain dicts
@@ -434,7 +446,11 @@ def is_openai_chat_model(name: str) -> bool:
 
 
 def make_completion_fn(
-    name: str, registry: Any = None, answers: Answers | None = None, **options: Any
+    name: str,
+    registry: Any = None,
+    answers: Answers | None = None,
+    spend: Spend | None = None,
+    **options: Any,
 ) -> CompletionFn:
     """`dummy`; an OpenAI chat model name; a completion function of the registry's
     `completion_fns/` (one that is a chat model); or any other name as a chat model. A
@@ -446,7 +462,7 @@ def make_completion_fn(
     if registry is not None and not is_openai_chat_model(name):
         spec = registry.get_completion_fn(name)
     if spec is None:
-        return OpenAIChatCompletionFn(name, answers, **options)
+        return OpenAIChatCompletionFn(name, answers, spend, **options)
     if spec.cls not in CHAT_CLASSES:
         raise EngineError(
             f"{spec.file}: completion function '{name}' uses class '{spec.cls}', which this "
@@ -457,4 +473,4 @@ def make_completion_fn(
     model = str(args.pop("model", None) or name)
     extra = args.pop("extra_options", None) or {}
     settings = {k: args[k] for k in CLIENT_SETTINGS if args.get(k)}
-    return OpenAIChatCompletionFn(model, answers, **settings, **extra, **options)
+    return OpenAIChatCompletionFn(model, answers, spend, **settings, **extra, **options)

@@ -236,9 +236,10 @@ def conclude(
     run_id: str,
     err_color: bool = False,
     prices: dict[str, tuple[float, float]] | None = None,
+    last_line: str | None = None,
 ) -> None:
     """The end of a run: the table on stderr (stdout keeps the original's lines), the JSON
-    report and the report page, and what a resume will do."""
+    report and the report page, what a resume will do, and `last_line` (a spent budget)."""
     from oaievalset.present.console import alert
 
     err = sys.stderr
@@ -260,6 +261,8 @@ def conclude(
         for r in failed:
             print(alert(f"{' '.join(r.command)} ({_failure_reason(r)})", err_color), file=err)
         print(f"{PROG}: {failed_line(progress, commands)}", file=err)
+    if last_line is not None:
+        print(f"{PROG}: {last_line}", file=err)
     err.flush()
 
 

@@ -1,0 +1,155 @@
+"""A cap on what a run spends: --max-cost and --max-tokens against a loopback server that
+counts every request, with our oaieval."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.chat_server import ChatServer
+from helpers.fake import REG1, Fake, progress_file, run_cli
+from helpers.processes import recorded_keys
+
+SAMPLES = 100
+THREADS = 10
+EVALS = ["b1.dev.v0", "b2.dev.v0", "b3.dev.v0"]
+PER_ANSWER = 1 / 300  # dollars: the server's usage is 1 input and 1 output token
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> list[str]:
+    """A set of three Match evals of SAMPLES samples each."""
+    root = tmp_path / "registry"
+    for folder in ("evals", "eval_sets", "data/b"):
+        (root / folder).mkdir(parents=True)
+    entries = ""
+    for name in EVALS:
+        base = name.split(".")[0]
+        entries += (
+            f"{base}:\n  id: {name}\n{name}:\n  class: evals.elsuite.basic.match:Match\n"
+            f"  args:\n    samples_jsonl: b/{base}.jsonl\n"
+        )
+        with open(root / "data" / "b" / f"{base}.jsonl", "w") as f:
+            for i in range(SAMPLES):
+                sample = {"input": [{"role": "user", "content": f"{base} q{i}"}], "ideal": "yes"}
+                f.write(json.dumps(sample) + "\n")
+    (root / "evals" / "b.yaml").write_text(entries)
+    (root / "eval_sets" / "b.yaml").write_text("three:\n  evals: [b1, b2, b3]\n")
+    return ["--registry_path", str(root)]
+
+
+@pytest.fixture
+def prices(tmp_path: Path) -> list[str]:
+    """Prices at which the whole set costs a dollar."""
+    path = tmp_path / "prices.yaml"
+    each = PER_ANSWER / 2 * 1e6  # per million tokens, input and output alike
+    path.write_text(f"m: {{input: {each}, output: {each}}}\n")
+    return ["--prices", str(path)]
+
+
+def env_for(server: ChatServer) -> dict[str, str]:
+    return {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # our oaieval
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": server.base_url,
+        "EVALS_THREADS": str(THREADS),
+    }
+
+
+def report(isolated: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((isolated / "m.three.progress.d" / "report.json").read_text())
+    return data
+
+
+def test_a_run_stops_at_its_budget_and_a_higher_one_goes_on_from_there(
+    isolated: Path, registry: list[str], prices: list[str]
+) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", latency=0.02, models=("m",)).start()
+    try:
+        env = env_for(server)
+        capped = run_cli(["m", "three", *registry, *prices, "--max-cost", "0.40", "-j", "2"], env)
+        asked = len(server.requests)
+        statuses = {e["eval"]: e["status"] for e in report(isolated)["evals"]}
+        more = run_cli(["m", "three", *registry, *prices, "--max-cost", "5"], env)
+        asked_in_all = len(server.requests)
+    finally:
+        server.stop()
+    assert capped.returncode == 3, capped.stderr
+    in_flight = 2 * THREADS  # two evals at once
+    assert asked * PER_ANSWER <= 0.40 + (in_flight + 2) * PER_ANSWER, asked
+    assert asked * PER_ANSWER >= 0.40 - 1e-9, "it spent up to the cap"
+    last = capped.stderr.strip().splitlines()[-1]
+    assert last.startswith("oaievalset: the budget is spent: $0.4")
+    assert last.endswith(
+        "of $0.40 in the answers of this run; 0 of 3 evals are recorded. Run the same command "
+        "with a higher --max-cost to go on: the answers received are kept, and only those "
+        "missing are asked"
+    )
+    assert statuses == {"b1.dev.v0": "stopped", "b2.dev.v0": "stopped", "b3.dev.v0": "not run"}
+    assert more.returncode == 0, more.stderr
+    assert sorted(recorded_keys(progress_file(isolated, "m", "three"))) == EVALS
+    assert asked_in_all <= 3 * SAMPLES + in_flight, "only what was in flight is asked twice"
+    assert not list((isolated / "m.three.progress.d" / "budget").iterdir()), "no ledger left"
+
+
+def test_max_tokens_caps_the_tokens(isolated: Path, registry: list[str]) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", models=("m",)).start()
+    try:
+        capped = run_cli(["m", "three", *registry, "--max-tokens", "60"], env_for(server))
+        asked = len(server.requests)
+    finally:
+        server.stop()
+    assert capped.returncode == 3, capped.stderr
+    assert 30 <= asked <= 30 + THREADS + 1  # 2 tokens an answer
+    assert "the budget is spent: 6" in capped.stderr and "of 60 tokens" in capped.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-cost", "1"], "--max-cost needs the price of model 'm' (give --prices FILE): "
+                              "without it the spend cannot be counted"),
+        (["--max-cost", "1", "--max-tokens", "5"], "give --max-cost or --max-tokens, not both"),
+        (["--max-cost", "-1"], "argument --max-cost: must be a positive number of dollars, "
+                               "got -1; see 'oaievalset --help'"),
+    ],
+)  # fmt: skip
+def test_a_budget_that_could_not_count_is_refused_before_anything_runs(
+    isolated: Path, registry: list[str], args: list[str], message: str
+) -> None:
+    server = ChatServer(models=("m",)).start()
+    try:
+        result = run_cli(["m", "three", *registry, *args], env_for(server))
+    finally:
+        server.stop()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"oaievalset: error: {message}"
+    assert server.requests == []
+
+
+def test_a_budget_with_another_oaieval_is_refused(fake: Fake, tmp_path: Path) -> None:
+    result = run_cli(["dummy", "zz-chain", "--registry_path", str(REG1), "--max-tokens", "9"])
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"oaievalset: error: --max-tokens is kept by this package's oaieval; "
+        f"{fake.bin / 'oaieval'} is another one, which would not stop at it (put this "
+        f"package's oaieval first on PATH)"
+    )
+
+
+def test_a_budget_spent_between_evals_starts_no_other_and_exits_3(isolated: Path) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", models=("m",)).start()
+    try:  # test-match asks 3 questions of 2 tokens each: the cap, exactly
+        result = run_cli(["m", "test-basic", "--max-tokens", "6"], env_for(server))
+        asked = len(server.requests)
+    finally:
+        server.stop()
+    assert result.returncode == 3, result.stderr
+    assert asked == 3
+    assert recorded_keys(progress_file(isolated, "m", "test-basic")) == ["test-match.s1.simple-v0"]
+    assert "All done!" not in result.stdout
+    assert "the budget is spent: 6 of 6 tokens" in result.stderr.splitlines()[-1]
