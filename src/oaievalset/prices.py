@@ -12,7 +12,9 @@ Price = tuple[float, float]  # dollars per million input and output tokens
 
 
 def load_prices(path: str) -> dict[str, Price]:
-    """`model: {input: 2.5, output: 10}`: dollars per million input and output tokens."""
+    """`model: {input: 2.5, output: 10}`: dollars per million input and output tokens. A
+    service tier's prices may come with them, `flex: {input: 1.25, output: 5}`, and are
+    kept as `model@flex` (see `tier_key`)."""
     from oaievalset.yamlio import load_yaml
 
     try:
@@ -24,6 +26,11 @@ def load_prices(path: str) -> dict[str, Price]:
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected `model: {{input: N, output: N}}` entries")
     prices = {}
+    for model, entry in list(data.items()):
+        if isinstance(entry, dict):
+            for tier, tiered in entry.items():
+                if isinstance(tiered, dict):  # a service tier's own prices
+                    data[tier_key(str(model), str(tier))] = tiered
     for model, entry in data.items():
         try:
             prices[str(model)] = (float(entry["input"]), float(entry["output"]))
@@ -39,6 +46,26 @@ def load_prices(path: str) -> dict[str, Price]:
                 f"0 or more"
             )
     return prices
+
+
+def tier_key(model: str, tier: str) -> str:
+    """Where a service tier's prices of a model are kept among the prices."""
+    return f"{model}@{tier}"
+
+
+def service_tier(passthrough: list[str]) -> str | None:
+    """The `service_tier` that `--completion_args` sets for every request, if any."""
+    for i, arg in enumerate(passthrough):
+        value = None
+        if arg == "--completion_args" and i + 1 < len(passthrough):
+            value = passthrough[i + 1]
+        elif arg.startswith("--completion_args="):
+            value = arg.partition("=")[2]
+        for pair in (value or "").split(","):
+            key, _, tier = pair.partition("=")
+            if key.strip() == "service_tier" and tier.strip():
+                return tier.strip()
+    return None
 
 
 def cost_of(usage: Usage | None, price: Price | None) -> float | None:

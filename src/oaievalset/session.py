@@ -106,6 +106,17 @@ def run_set(
     return exit_code
 
 
+def _priced_tier(settings: Settings, prices: dict[str, Price] | None) -> str | None:
+    """The service tier the costs are of, when the prices file has the model's price for
+    it (else the standard price is shown, as the warning said)."""
+    from oaievalset.prices import service_tier, tier_key
+
+    tier = service_tier(settings.passthrough)
+    if tier is None or tier_key(settings.model, tier) not in (prices or {}):
+        return None
+    return tier
+
+
 def _check_budget(settings: Settings, prices: dict[str, Price] | None) -> None:
     """A cap that could count nothing is refused before anything runs."""
     if settings.max_cost is not None and settings.max_tokens is not None:
@@ -168,11 +179,23 @@ def _prices(settings: Settings) -> dict[str, Price] | None:
     """The prices file, read before anything runs (a bad one fails here)."""
     if not settings.prices:
         return None
-    from oaievalset.prices import load_prices
+    from oaievalset.prices import load_prices, service_tier, tier_key
 
     prices = load_prices(settings.prices)
     if settings.model not in prices:
         _warn(f"{settings.prices} has no price for model '{settings.model}'; no cost shown")
+        return prices
+    tier = service_tier(settings.passthrough)
+    if tier is not None:  # the requests are billed at that tier's prices
+        tiered = prices.get(tier_key(settings.model, tier))
+        if tiered is None:
+            _warn(
+                f"{settings.prices} has no '{tier}' price for model '{settings.model}' "
+                f"(`{settings.model}: {{..., {tier}: {{input: N, output: N}}}}`); its "
+                f"standard price is shown"
+            )
+        else:
+            prices = {**prices, settings.model: tiered}
     return prices
 
 
@@ -205,6 +228,7 @@ def _conclude(
         err_color=use_color(sys.stderr),
         prices=prices,
         last_line=last_line,
+        tier=_priced_tier(settings, prices),
     )
     if settings.answer_cache:
         print(f"oaievalset: {report.cache_line(Path(settings.answer_cache))}", file=sys.stderr)

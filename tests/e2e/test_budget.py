@@ -153,3 +153,35 @@ def test_a_budget_spent_between_evals_starts_no_other_and_exits_3(isolated: Path
     assert recorded_keys(progress_file(isolated, "m", "test-basic")) == ["test-match.s1.simple-v0"]
     assert "All done!" not in result.stdout
     assert "the budget is spent: 6 of 6 tokens" in result.stderr.splitlines()[-1]
+
+
+def test_the_flex_tier_is_asked_for_priced_at_its_rates_and_shown(
+    isolated: Path, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("m: {input: 10, output: 20, flex: {input: 5, output: 10}}\n")
+    server = ChatServer(answer_fn=lambda r: "yes", models=("m",)).start()
+    try:
+        args = ["--completion_args", "service_tier=flex", "--prices", str(prices)]
+        result = run_cli(["m", "test-basic", *args], env_for(server))
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert {r.get("service_tier") for r in server.requests} == {"flex"}
+    table = result.stderr.split("\n\n", 1)[-1].splitlines()
+    assert table[0].split()[:7] == ["eval", "status", "time", "tries", "tokens", "cost", "(flex)"]
+    total = next(line for line in table if line.startswith("total"))
+    # 21 answers of 1 input and 1 output token: $0.000315 at flex rates, twice that without.
+    assert "$0.0003" in total.split()
+
+
+def test_flex_requests_may_wait_longer_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oaievalset.engine.completions import OpenAIChatCompletionFn
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    flex = OpenAIChatCompletionFn("m", service_tier="flex")
+    standard = OpenAIChatCompletionFn("m")
+    assert (flex._try_timeout, flex._budget) == (900.0, 3600.0)
+    assert (standard._try_timeout, standard._budget) == (600.0, 600.0)
+    monkeypatch.setenv("OAIEVAL_REQUEST_TIMEOUT", "30")
+    assert OpenAIChatCompletionFn("m", service_tier="flex")._try_timeout == 30.0

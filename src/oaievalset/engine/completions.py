@@ -33,6 +33,10 @@ DUMMY_RESPONSE = "This is a dummy response."  # what openai/evals' dummy answers
 
 RETRY_BUDGET = 600.0  # seconds a request may spend retrying; OAIEVAL_RETRY_BUDGET overrides
 TRY_TIMEOUT = 600.0  # seconds one try may wait for an answer (the openai package's default)
+# OpenAI's flex tier is billed at batch rates and answers slowly, or with a 429 when it has
+# no capacity: its tries may wait 15 minutes, and its requests retry for an hour.
+FLEX_TRY_TIMEOUT = 900.0
+FLEX_RETRY_BUDGET = 3600.0
 BACKOFF_FIRST = 1.0  # seconds before the first retry, doubled after each, at most BACKOFF_MAX
 BACKOFF_MAX = 60.0
 TRANSIENT_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -190,8 +194,11 @@ class OpenAIChatCompletionFn:
             api_key=str(api_key), base_url=settings.get("api_base") or None, max_retries=0
         )
         self._base_url = str(self._client.base_url)
-        self._budget = seconds_from_env("OAIEVAL_RETRY_BUDGET", RETRY_BUDGET)
-        self._try_timeout = seconds_from_env("OAIEVAL_REQUEST_TIMEOUT", TRY_TIMEOUT) or None
+        flex = self._options.get("service_tier") == "flex"
+        budget = FLEX_RETRY_BUDGET if flex else RETRY_BUDGET
+        try_timeout = FLEX_TRY_TIMEOUT if flex else TRY_TIMEOUT
+        self._budget = seconds_from_env("OAIEVAL_RETRY_BUDGET", budget)
+        self._try_timeout = seconds_from_env("OAIEVAL_REQUEST_TIMEOUT", try_timeout) or None
         self._throttle = Throttle()
         self._reached = False  # a server that answered once and then refuses is restarting
         self._first = threading.Condition()  # guards the two flags below

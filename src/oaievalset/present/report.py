@@ -50,7 +50,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def summary_table(
-    results: Sequence[Result], price: tuple[float, float] | None = None, width: int | None = None
+    results: Sequence[Result],
+    price: tuple[float, float] | None = None,
+    width: int | None = None,
+    tier: str | None = None,
 ) -> str:
     """One row per eval: eval, status, duration, attempts, answers reused from its answer
     journal (when any were), tokens (and cost, given the model's price), where it ran (on
@@ -59,7 +62,8 @@ def summary_table(
     where = any(r.where for r in results)
     reused = any(r.reuse and r.reuse.reused for r in results)
     header = ["eval", "status", "time", "tries"] + ["reused"] * reused + ["tokens"]
-    header += ["cost"] * bool(price) + ["where"] * where + ["metrics"]
+    header += [f"cost ({tier})" if tier else "cost"] * bool(price)
+    header += ["where"] * where + ["metrics"]
     rows = []
     for r in results:
         row = [
@@ -237,6 +241,7 @@ def conclude(
     err_color: bool = False,
     prices: dict[str, tuple[float, float]] | None = None,
     last_line: str | None = None,
+    tier: str | None = None,
 ) -> None:
     """The end of a run: the table on stderr (stdout keeps the original's lines), the JSON
     report and the report page, what a resume will do, and `last_line` (a spent budget)."""
@@ -246,7 +251,8 @@ def conclude(
     by_command = {tuple(r.command): r for r in results}
     ordered = [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
     print("", file=err)
-    print(summary_table(ordered, (prices or {}).get(model), _terminal_width(err)), file=err)
+    price = (prices or {}).get(model)
+    print(summary_table(ordered, price, _terminal_width(err), tier), file=err)
     path = _write(progress, run_id, json_report(model, eval_set, progress.path, ordered, exit_code))
     if path is not None:
         print(f"{PROG}: report: {path}", file=err)
