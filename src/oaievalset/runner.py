@@ -38,16 +38,20 @@ from oaievalset.results import (
 )
 from oaievalset.state.journal import CommandState
 from oaievalset.state.progress import ProgressFile
+from oaievalset.watch import Watch
 
 if TYPE_CHECKING:
     from oaievalset.executors.base import Executor, Job
     from oaievalset.ledger import Budget
+    from oaievalset.prices import Price
 
 # Result is the runner's product: tests and the Python API take it from here.
 __all__ = ["Aborted", "Interrupted", "Result", "RunOptions", "execute"]
 
 BACKOFF_BASE = 1.0  # seconds before the first retry; doubled each time, capped below
 BACKOFF_MAX = 10.0
+LIVE_EVERY = 0.5  # seconds between redraws of the live line's progress
+PROGRESS_EVERY = 30.0  # seconds between progress lines on a stream that is not a terminal
 
 
 PENDING, RUNNING, WAITING, HELD, ENDED = Phase
@@ -63,6 +67,8 @@ class RunOptions(NamedTuple):
     err_color: bool = False  # colour on stderr, decided for that stream
     answer_cache: str | None = None  # the folder of answers kept across runs, if opted into
     budget: Budget | None = None  # --max-cost or --max-tokens: the run's ledger and limit
+    price: Price | None = None  # of the model, for the cost so far
+    progress_every: float = PROGRESS_EVERY  # seconds between progress lines when not live
 
 
 class Interrupted(Exception):
@@ -180,6 +186,8 @@ class _Run:
         self.stopping = False  # an eval failed with --exit-on-error: start nothing new
         self.busy: _Slot | None = None  # the slot being started or ended, if an error strikes
         self._earlier: dict[str, CommandState] | None = None  # the journal, read once
+        self.watch = Watch()  # the progress inside the running evals
+        self.next_look = time.monotonic() + self.look_every()
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -196,8 +204,23 @@ class _Run:
                 continue
             ended = self.executor.wait(self.wait_time())
             self.enforce_timeouts()
+            self.look_inside()
             for outcome in ended:
                 self.end(self.running.pop(id(outcome.job)), outcome)
+
+    def look_every(self) -> float:
+        return LIVE_EVERY if self.options.live else self.options.progress_every
+
+    def look_inside(self) -> None:
+        """Now and then, what the running evals have done so far, for the user."""
+        now = time.monotonic()
+        if now < self.next_look or not self.look_every():
+            return
+        self.next_look = now + self.look_every()
+        self.watch.update()
+        progress = self.watch.progress()
+        if progress.samples or progress.answers:  # an engine that tells
+            self.view.show_progress(progress.describe(self.options.price))
 
     def start_what_may_start(self) -> None:
         """Up to `jobs` at once, nothing new once stopping: first the retries whose time
@@ -222,6 +245,8 @@ class _Run:
         free slot could start."""
         wake = [s.deadline for s in self.running.values() if s.deadline and not s.timed_out]
         wake += [s.kill_at for s in self.running.values() if s.kill_at]
+        if self.look_every():
+            wake.append(self.next_look)
         if self.retries and not self.stopping and len(self.running) < self.options.jobs:
             wake.append(self.next_retry())
         return max(0.0, min(wake) - time.monotonic()) if wake else None
@@ -267,6 +292,7 @@ class _Run:
                 os.truncate(log, 0)
             if self.progress.fresh:  # --no-resume: its answers too
                 self.state.forget_answers(slot.command)
+        self.watch.begin(command_id(slot.command), self.state.answers_path(slot.command), log)
         result.log = log
         result.started = result.started or time.time()
         slot.timed_out = False
@@ -293,6 +319,9 @@ class _Run:
 
     def end(self, slot: _Slot, outcome: Ended) -> None:
         """running -> ended (done, failed, timed out) or waiting (for a retry)."""
+        self.watch.update()  # its last answers, before a success removes its journal
+        if self.view.progress:
+            self.view.progress = self.watch.progress().describe(self.options.price)
         result = slot.result
         code = result.exit_code = outcome.exit_code
         result.ended = time.time()

@@ -75,6 +75,7 @@ def run_set(
     color = use_color(sys.stdout) if color is None else color
     prices = _prices(settings)
     _check_budget(settings, prices)
+    every = _progress_every()  # a bad value fails before anything runs
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume
@@ -87,8 +88,9 @@ def run_set(
     budget = _budget(settings, prices, progress, run_id) if todo else None
     try:
         results, interrupted, stopped = _run_todo(
-            settings, commands, todo, progress, run_id, color, executor, budget
-        )
+            settings, commands, todo, progress, run_id, color, executor, budget,
+            (prices or {}).get(settings.model), every,
+        )  # fmt: skip
         exit_code = _reduce(results, interrupted, stopped is not None, budget)
         if exit_code == EXIT_OK:
             print(highlight("All done!", color))
@@ -164,6 +166,23 @@ def _spent_line(
         f"higher {budget.flag} to go on: the answers received are kept, and only those "
         f"missing are asked"
     )
+
+
+def _progress_every() -> float:
+    """Seconds between progress lines when stdout is not a terminal (0: none), from
+    OAIEVALSET_PROGRESS_EVERY."""
+    from oaievalset.runner import PROGRESS_EVERY
+
+    text = os.environ.get("OAIEVALSET_PROGRESS_EVERY")
+    if not text:
+        return PROGRESS_EVERY
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UsageError(f"OAIEVALSET_PROGRESS_EVERY must be a number of seconds, got '{text}'")
+    return value
 
 
 def _held_back(results: list[Result], budget: Budget | None) -> bool:
@@ -326,6 +345,8 @@ def _run_todo(
     color: bool,
     executor: Executor | None,
     budget: Budget | None = None,
+    price: Price | None = None,
+    progress_every: float | None = None,
 ) -> tuple[list[Result], bool, runner.Aborted | None]:
     """Run what is left; returns the results, whether the run was interrupted, and the
     error that stopped it midway, if one did."""
@@ -361,6 +382,8 @@ def _run_todo(
         err_color=use_color(sys.stderr),
         answer_cache=os.path.abspath(settings.answer_cache) if settings.answer_cache else None,
         budget=budget,
+        price=price,
+        progress_every=runner.PROGRESS_EVERY if progress_every is None else progress_every,
     )
     try:
         results = runner.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from helpers.chat_server import ChatServer
 from helpers.fake import REG1, Fake, progress_file, run_cli
-from helpers.processes import recorded_keys
+from helpers.processes import recorded_keys, run_on_pty
 
 SAMPLES = 100
 THREADS = 10
@@ -185,3 +186,43 @@ def test_flex_requests_may_wait_longer_by_default(monkeypatch: pytest.MonkeyPatc
     assert (standard._try_timeout, standard._budget) == (600.0, 600.0)
     monkeypatch.setenv("OAIEVAL_REQUEST_TIMEOUT", "30")
     assert OpenAIChatCompletionFn("m", service_tier="flex")._try_timeout == 30.0
+
+
+# -- the progress inside the evals -------------------------------------------------------
+
+PROGRESS = re.compile(r"(\d+)/(\d+) answers, ([\d,]+) tokens, \$([\d.]+), [\d.]+ req/s")
+
+
+def test_the_live_line_shows_the_answers_tokens_and_cost_so_far(
+    isolated: Path, registry: list[str], prices: list[str]
+) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", latency=0.02, models=("m",)).start()
+    try:
+        env = {**env_for(server), "NO_COLOR": "1"}
+        code, screen, err = run_on_pty(["m", "three", *registry, *prices, "-j", "2"], env, 160)
+    finally:
+        server.stop()
+    assert code == 0, err
+    seen = [tuple(int(n) for n in m[:2]) for m in PROGRESS.findall(screen)]
+    assert len(seen) >= 2, screen
+    assert seen == sorted(seen), "the counts only grow"
+    assert seen[-1] == (3 * SAMPLES, 3 * SAMPLES), "the last drawing has every answer"
+    last = PROGRESS.findall(screen)[-1]
+    assert last[2] == f"{2 * 3 * SAMPLES:,}" and float(last[3]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_run_not_on_a_terminal_says_its_progress_now_and_then(
+    isolated: Path, registry: list[str]
+) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", latency=0.02, models=("m",)).start()
+    try:
+        env = {**env_for(server), "OAIEVALSET_PROGRESS_EVERY": "0.3"}
+        result = run_cli(["m", "three", *registry], env)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "progress:" in line]
+    assert len(lines) >= 2, result.stderr
+    counts = [int(re.search(r"progress: (\d+)/", line)[1]) for line in lines]  # type: ignore[index]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+    assert all(line.startswith("oaievalset: progress: ") for line in lines)

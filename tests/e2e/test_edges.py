@@ -21,33 +21,13 @@ from typing import Any
 
 import pytest
 from helpers.fake import DATA, REG1, Fake, oaievalset_exe, progress_file, run_cli
-from helpers.processes import drain, recorded_keys, start, started_pids, wait_for
+from helpers.processes import drain, recorded_keys, run_on_pty, start, started_pids, wait_for
 
 from oaievalset.present.view import status_line
 
 R1 = ["--registry_path", str(REG1)]
 R3 = ["--registry_path", str(DATA / "reg3")]
 EIGHT = [f"ee-{i}.dev.v0" for i in range(1, 9)]
-
-
-def run_on_pty(
-    args: list[str], env: dict[str, str] | None = None, columns: int = 120
-) -> tuple[int, str, str]:
-    """Run oaievalset with stdout on a pseudo-terminal of the given width; stderr piped."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    proc = subprocess.Popen(
-        [oaievalset_exe(), *args],
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    os.close(follower)
-    screen = drain(leader)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.wait(timeout=60)
-    os.close(leader)
-    return proc.returncode, screen, err
 
 
 LIVE = re.compile(r"\[(\d+) done, (\d+) failed, (\d+) running, (\d+) pending\]")

@@ -3,9 +3,13 @@ they recorded."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 from typing import Callable
@@ -64,3 +68,23 @@ def drain(leader: int) -> str:
             break
         chunks.append(data)
     return b"".join(chunks).decode()
+
+
+def run_on_pty(
+    args: list[str], env: dict[str, str] | None = None, columns: int = 120
+) -> tuple[int, str, str]:
+    """Run oaievalset with stdout on a pseudo-terminal of the given width; stderr piped."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [oaievalset_exe(), *args],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(follower)
+    screen = drain(leader)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, screen, err

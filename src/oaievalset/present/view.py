@@ -36,6 +36,7 @@ class View:
         self.live = live
         self.slots_of = slots_of
         self.show_log_tails = show_log_tails
+        self.progress: list[str] = []  # parts of the progress inside the evals, if known
 
     def say(self, text: str) -> None:
         """A `>>> ` line on stdout."""
@@ -68,8 +69,23 @@ class View:
         failed = sum(s.result.status in FAILURES for s in slots)
         running = sum(s.phase == Phase.RUNNING for s in slots)
         pending = len(slots) - done - failed - running
-        self.out.write(status_line(done, failed, running, pending, _width(self.out)))
+        width = _width(self.out)
+        line = status_line(done, failed, running, pending, width)
+        for part in self.progress:  # as many as fit, most important first
+            if len(line) + 2 + len(part) >= width:
+                break
+            line += ("  " if line.endswith("]") else ", ") + part
+        self.out.write(line)
         self.out.flush()
+
+    def show_progress(self, parts: list[str]) -> None:
+        """The progress inside the evals: on the live line, or else as a line of its own."""
+        self.progress = parts
+        if self.live:
+            self.clear()
+            self.draw()
+        elif parts:
+            self.warn(f"oaievalset: progress: {', '.join(parts)}")
 
 
 def status_line(done: int, failed: int, running: int, pending: int, width: int) -> str:
