@@ -55,6 +55,35 @@ def plan_entries(
     return entries
 
 
+def add_estimates(
+    entries: list[dict[str, Any]],
+    progress: ProgressFile,
+    registries: dict[tuple[str, ...], Any] | None = None,
+) -> None:
+    """To each entry still to run, what it would ask (estimate.Estimate, or why there is no
+    estimate): its answer journal counts, and a record of an earlier run of the same eval
+    gives its tokens per sample."""
+    from oaievalset.estimate import estimate
+    from oaievalset.records import read_record
+
+    states = progress.state.states()
+    latest: dict[str, tuple[float, str]] = {}  # eval -> (when, record) of its last record
+    for state in states.values():
+        done, command = state.get("done") or {}, state.get("command") or []
+        if done.get("record") and len(command) > 2:
+            when = done.get("ended") or 0.0
+            if when >= latest.get(command[2], (-1.0, ""))[0]:
+                latest[command[2]] = (when, str(done["record"]))
+    registries = dict(registries or {})  # by roots, read once for all the commands
+    for entry in entries:
+        if entry["status"] == "done":
+            continue
+        command = entry["command"]
+        earlier = read_record(latest[command[2]][1]) if command[2] in latest else None
+        journal = progress.state.answers_path(command)
+        entry["estimate"] = estimate(command, journal, earlier, registries)
+
+
 def list_sets(registry: Registry) -> list[dict[str, Any]]:
     """Every eval set of every root, with the file that defines it."""
     return [

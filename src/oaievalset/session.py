@@ -76,12 +76,16 @@ def run_set(
     prices = _prices(settings)
     _check_budget(settings, prices)
     every = _progress_every()  # a bad value fails before anything runs
+    if registry is None:
+        from oaievalset.registry import Registry
+
+        registry = Registry()
     commands = _commands(settings, registry)
     progress = ProgressFile(
         progress_path(settings.model, settings.eval_set), fresh=not settings.resume
     )
     if settings.plan:
-        return _show_plan(settings, commands, progress)
+        return _show_plan(settings, commands, progress, prices, registry)
     done = _announce(settings, commands, progress)
     todo = [c for c in commands if tuple(c) not in done]
     run_id = new_run_id()  # this run's name among the set's reports
@@ -417,15 +421,29 @@ def _make_executor(settings: Settings, progress: ProgressFile) -> Executor:
     return backend.create(options if options is not None else backend.Options(), progress.state_dir)  # type: ignore[no-any-return]
 
 
-def _show_plan(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:
+def _show_plan(
+    settings: Settings,
+    commands: list[Command],
+    progress: ProgressFile,
+    prices: dict[str, Price] | None = None,
+    registry: Registry | None = None,
+) -> int:
     from oaievalset import plan
+    from oaievalset.engine.cli import is_this_oaieval
+    from oaievalset.executors.base import find_executable
     from oaievalset.present import plan as show
 
     entries = plan.plan_entries(commands, progress, settings.resume)
+    found = find_executable(settings.run_command)
+    if found is not None and is_this_oaieval(found):  # the engine that will ask them
+        # The commands' registry roots are the set's: its registry is read already.
+        read = {tuple(settings.registry_paths or ()): registry} if registry else {}
+        plan.add_estimates(entries, progress, read)
+    price = (prices or {}).get(settings.model)
     if settings.json:
-        print(show.plan_json(settings.model, settings.eval_set, progress, entries))
+        print(show.plan_json(settings.model, settings.eval_set, progress, entries, price))
     else:
-        print(show.plan_text(settings.model, settings.eval_set, progress, entries))
+        print(show.plan_text(settings.model, settings.eval_set, progress, entries, price))
     return EXIT_OK
 
 

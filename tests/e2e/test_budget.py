@@ -226,3 +226,68 @@ def test_a_run_not_on_a_terminal_says_its_progress_now_and_then(
     counts = [int(re.search(r"progress: (\d+)/", line)[1]) for line in lines]  # type: ignore[index]
     assert counts == sorted(counts) and counts[-1] > counts[0]
     assert all(line.startswith("oaievalset: progress: ") for line in lines)
+
+
+# -- the estimate before a run -----------------------------------------------------------
+
+
+def plan_of(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    result = run_cli([*args, "--plan", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_the_plan_estimates_requests_and_tokens_and_then_uses_what_a_run_measured(
+    isolated: Path, registry: list[str], prices: list[str]
+) -> None:
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    server = ChatServer(answer_fn=lambda r: "yes", usage=lambda r: usage, models=("m",)).start()
+    try:
+        env = env_for(server)
+        before = plan_of(["m", "three", *registry, *prices], env)
+        ran = run_cli(["m", "three", *registry, *prices, "--max_samples", "20"], env)
+        after = plan_of(["m", "three", *registry, *prices], env)
+    finally:
+        server.stop()
+    assert ran.returncode == 0, ran.stderr
+    total = before["estimate"]
+    assert (total["samples"], total["requests"], total["output_tokens"]) == (300, 300, None)
+    assert total["method"].startswith("approximate: 4 characters a token")
+    # "b1 q17": 6 characters and one message a request, about 6 tokens: near the 7 measured.
+    assert 5 * 300 <= total["input_tokens"] <= 8 * 300
+    assert total["cost"] == pytest.approx(total["input_tokens"] * PER_ANSWER / 2)
+    # After a run of 20 samples of each eval, the plan of the whole set uses what it measured.
+    total = after["estimate"]
+    assert total["method"].startswith("measured: the tokens per sample of an earlier run")
+    assert (total["input_tokens"], total["output_tokens"]) == (7 * 300, 3 * 300)
+    spent = sum(e["usage"]["total_tokens"] for e in json.loads(
+        (isolated / "m.three.progress.d" / "report.json").read_text())["evals"])  # fmt: skip
+    assert spent == 10 * 60 and total["input_tokens"] + total["output_tokens"] == spent * 5
+
+
+def test_the_plan_counts_a_graders_requests_and_the_answers_a_journal_has(
+    isolated: Path, registry: list[str]
+) -> None:
+    graded = plan_of(["dummy", "test-graded"], {})
+    for entry in graded["commands"]:
+        estimate = entry["estimate"]
+        assert estimate["requests"] == 2 * estimate["samples"] > 0  # an answer, its grading
+    server = _failing_after(40)
+    try:
+        env = {**env_for(server), "OAIEVAL_RETRY_BUDGET": "0.3"}
+        assert run_cli(["m", "three", *registry], env).returncode == 1
+        entry = plan_of(["m", "three", *registry], env)["commands"][0]
+    finally:
+        server.stop()
+    assert entry["status"] == "failed"
+    assert (entry["estimate"]["requests"], entry["estimate"]["answered"]) == (SAMPLES, 40)
+
+
+def _failing_after(answered: int) -> ChatServer:
+    """A server that answers `answered` requests, then fails every one (HTTP 503)."""
+
+    def fail(number: int, request: dict[str, Any]) -> int | None:
+        return None if number < answered else 503
+
+    return ChatServer(answer_fn=lambda r: "yes", fail_when=fail, models=("m",)).start()

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oaievalset.state.progress import ProgressFile, format_entry
+
+if TYPE_CHECKING:
+    from oaievalset.estimate import Estimate
 
 FORMAT_VERSION = 1  # of the plan's JSON; raised when a field changes meaning or goes
 
 
 def plan_text(
-    model: str, eval_set: str, progress: ProgressFile, entries: list[dict[str, Any]]
+    model: str,
+    eval_set: str,
+    progress: ProgressFile,
+    entries: list[dict[str, Any]],
+    price: tuple[float, float] | None = None,
 ) -> str:
     lines = [f"Plan for {model} {eval_set} (progress file: {progress.path})"]
     width = max([len(e["status"]) for e in entries] + [7])
@@ -28,21 +35,87 @@ def plan_text(
             lines.append(
                 f"  {'':{width}}  not done: recorded with other arguments: {format_entry(other)}"
             )
+        if "estimate" in e:
+            lines.append(f"  {'':{width}}  {_estimate_text(e['estimate'], price)}")
     todo = sum(1 for e in entries if e["status"] != "done")
     lines.append(f"{todo} of {len(entries)} to run.")
+    total = _total(entries)
+    if total is not None:
+        lines.append(f"Estimate: {_estimate_text(total, price)}.")
+        methods = sorted({e.method.split(":")[0] for e in _estimates(entries)})
+        for method in sorted({e.method for e in _estimates(entries)}):
+            lines.append(f"  {method}")
+        if methods == ["approximate"]:
+            lines.append("  the real counts of a run correct the estimates of later plans")
     return "\n".join(lines)
 
 
+def _estimates(entries: list[dict[str, Any]]) -> list[Estimate]:
+    from oaievalset.estimate import Estimate
+
+    return [e["estimate"] for e in entries if isinstance(e.get("estimate"), Estimate)]
+
+
+def _total(entries: list[dict[str, Any]]) -> Estimate | None:
+    from oaievalset.estimate import Estimate
+
+    each = _estimates(entries)
+    if not each:
+        return None
+    outputs = [e.output_tokens for e in each]
+    return Estimate(
+        sum(e.samples for e in each),
+        sum(e.requests for e in each),
+        sum(e.answered for e in each),
+        sum(e.input_tokens for e in each),
+        None if None in outputs else sum(o or 0 for o in outputs),
+        "; ".join(sorted({e.method for e in each})),
+    )
+
+
+def _estimate_text(estimate: Estimate | str, price: tuple[float, float] | None) -> str:
+    from oaievalset.prices import format_cost
+
+    if isinstance(estimate, str):
+        return f"no estimate: {estimate}"
+    text = f"{estimate.requests:,} requests"
+    if estimate.answered:
+        text += f" ({estimate.answered:,} answered already, not asked again)"
+    text += f", ~{estimate.input_tokens:,} input tokens"
+    if estimate.output_tokens is not None:
+        text += f", ~{estimate.output_tokens:,} output tokens"
+    cost = estimate.cost(price)
+    if cost is not None:
+        text += f", ~{format_cost(cost)}"
+        if estimate.output_tokens is None:
+            text += " (input only)"
+    return text
+
+
 def plan_json(
-    model: str, eval_set: str, progress: ProgressFile, entries: list[dict[str, Any]]
+    model: str,
+    eval_set: str,
+    progress: ProgressFile,
+    entries: list[dict[str, Any]],
+    price: tuple[float, float] | None = None,
 ) -> str:
+    def shown(entry: dict[str, Any]) -> dict[str, Any]:
+        estimate = entry.get("estimate")
+        if estimate is None:
+            return entry
+        if isinstance(estimate, str):
+            return {**entry, "estimate": {"error": estimate}}
+        return {**entry, "estimate": estimate.as_dict(price)}
+
+    total = _total(entries)
     return json.dumps(
         {
             "format_version": FORMAT_VERSION,
             "model": model,
             "eval_set": eval_set,
             "progress_file": str(progress.path),
-            "commands": entries,
+            "commands": [shown(e) for e in entries],
+            "estimate": total.as_dict(price) if total is not None else None,
         }
     )
 
