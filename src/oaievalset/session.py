@@ -125,8 +125,16 @@ def _priced_tier(settings: Settings, prices: dict[str, Price] | None) -> str | N
 
 def _check_budget(settings: Settings, prices: dict[str, Price] | None) -> None:
     """A cap that could count nothing is refused before anything runs."""
+    if settings.max_cost is None and settings.max_tokens is None:
+        return
     if settings.max_cost is not None and settings.max_tokens is not None:
         raise UsageError("give --max-cost or --max-tokens, not both")
+    if settings.executor == "ray":  # its nodes may not see the ledger in the state folder
+        flag = "--max-cost" if settings.max_cost is not None else "--max-tokens"
+        raise UsageError(
+            f"{flag} is not kept on Ray: its nodes need not share the state folder, where "
+            f"the evals count what they spend; run the set locally or on Slurm"
+        )
     if settings.max_cost is not None and (prices is None or settings.model not in prices):
         where = f"{settings.prices} has none" if settings.prices else "give --prices FILE"
         raise UsageError(

@@ -115,6 +115,9 @@ def test_max_tokens_caps_the_tokens(isolated: Path, registry: list[str]) -> None
         (["--max-cost", "1"], "--max-cost needs the price of model 'm' (give --prices FILE): "
                               "without it the spend cannot be counted"),
         (["--max-cost", "1", "--max-tokens", "5"], "give --max-cost or --max-tokens, not both"),
+        (["--max-tokens", "5", "--executor", "ray"],
+         "--max-tokens is not kept on Ray: its nodes need not share the state folder, where "
+         "the evals count what they spend; run the set locally or on Slurm"),
         (["--max-cost", "-1"], "argument --max-cost: must be a positive number of dollars, "
                                "got -1; see 'oaievalset --help'"),
     ],
