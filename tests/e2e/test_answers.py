@@ -150,7 +150,8 @@ def test_an_eval_that_failed_when_the_server_did_asks_the_rest_of_a_healthy_one(
         env = engine_env(server, OAIEVAL_RETRY_BUDGET="0.5")
         failed = run_cli(["m", "many-set", *registry], env, timeout=120)
         assert failed.returncode == 1, failed.stderr
-        assert kept(isolated) == 100, "every answer kept, and no error"
+        answers = kept(isolated)  # less what was in flight when the eval gave up
+        assert 100 - THREADS <= answers <= 100, "the answers kept, and no error"
         before = len(server.requests)
         state["healed"] = True
         resumed = run_cli(["m", "many-set", *registry], env, timeout=120)
@@ -158,11 +159,11 @@ def test_an_eval_that_failed_when_the_server_did_asks_the_rest_of_a_healthy_one(
     finally:
         server.stop()
     assert resumed.returncode == 0, resumed.stderr
-    assert asked_again == SAMPLES - 100
+    assert asked_again == SAMPLES - answers
     entry = report_of(isolated)["evals"][0]
-    assert entry["answers_reused"] == {"reused": 100, "of": SAMPLES, "tokens": 200}
+    assert entry["answers_reused"] == {"reused": answers, "of": SAMPLES, "tokens": 2 * answers}
     log = Path(entry["log"]).read_text()
-    assert f"Answers: 100 of {SAMPLES} reused from {journal_of(isolated)}" in log
+    assert f"Answers: {answers} of {SAMPLES} reused from {journal_of(isolated)}" in log
     assert per_sample(Path(entry["record"])) == uninterrupted(registry, tmp_path)
 
 

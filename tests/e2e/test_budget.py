@@ -284,7 +284,10 @@ def test_the_plan_counts_a_graders_requests_and_the_answers_a_journal_has(
     finally:
         server.stop()
     assert entry["status"] == "failed"
-    assert (entry["estimate"]["requests"], entry["estimate"]["answered"]) == (SAMPLES, 40)
+    journal = isolated / "m.three.progress.d" / "answers" / "b1.dev.v0.jsonl"
+    answers = len(journal.read_text().splitlines()) - 1  # less what was in flight at the end
+    assert 40 - THREADS <= answers <= 40
+    assert (entry["estimate"]["requests"], entry["estimate"]["answered"]) == (SAMPLES, answers)
 
 
 def _failing_after(answered: int) -> ChatServer:
