@@ -27,6 +27,10 @@ class Cluster:
         self.exceptions = ray.exceptions
         self.outcomes = outcomes
         self.submitted: list[int] = []
+        self.dead: set[str] = set()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"NodeID": n, "Alive": n not in self.dead} for n in ("n1", "n2")]
 
     def options(self, **_: Any) -> Cluster:
         return self
@@ -49,7 +53,9 @@ def executor(cluster: Cluster, tmp_path: Path) -> Any:
     from oaievalset.executors.ray import LOST_WITH_A_NODE, RayExecutor
 
     ray: Any = RayExecutor.__new__(RayExecutor)  # no cluster to connect to
-    ray.ray = SimpleNamespace(exceptions=cluster.exceptions, get=cluster.get, wait=cluster.wait)
+    ray.ray = SimpleNamespace(
+        exceptions=cluster.exceptions, get=cluster.get, wait=cluster.wait, nodes=cluster.nodes
+    )
     ray.records = tmp_path / "records"
     ray._task = cluster
     ray._lost = tuple(getattr(cluster.exceptions, name) for name in LOST_WITH_A_NODE)
@@ -106,3 +112,24 @@ def test_a_failing_task_is_not_submitted_again(tmp_path: Path) -> None:
     [end] = ended(ray)
     assert end.exit_code == 1 and "RaySystemError" in (end.reason or "")
     assert cluster.submitted == [0]
+
+
+@pytest.mark.parametrize("node_died", [True, False])
+def test_an_eval_killed_as_its_node_died_is_submitted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node_died: bool
+) -> None:
+    from oaievalset.executors import ray as backend
+    from oaievalset.executors.base import JobSpec
+
+    monkeypatch.setattr(backend, "NODE_DEATH_WAIT", 0.3)
+    killed = {**ran(-9), "node": "n2"}
+    cluster = Cluster([killed, ran(0)])
+    if node_died:
+        cluster.dead.add("n2")
+    ray = executor(cluster, tmp_path)
+    ray.start(JobSpec(["oaieval", "m", "e"], tmp_path / "e.log"))
+    [end] = ended(ray)
+    if node_died:  # killed with its node (the task came back before it was lost)
+        assert end.exit_code == 0 and cluster.submitted == [0, 1]
+    else:  # killed otherwise (an OOM killer): a failure, as any eval's
+        assert end.exit_code == -9 and cluster.submitted == [0]

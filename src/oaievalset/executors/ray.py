@@ -9,6 +9,7 @@ the only writer of the progress file, the journal and the report.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 PASSED_ON = ("OPENAI_", "EVALS_", "OAIEVAL_", "AZURE_OPENAI_")
 RECORD_LIMIT = 512 * 1024 * 1024  # bytes of a record brought back
 LOSS_LIMIT = 3  # times a task lost with its node is submitted again
+NODE_DEATH_WAIT = 10.0  # seconds to learn whether an eval killed by SIGKILL lost its node
 LOST_WITH_A_NODE = ("LocalRayletDiedError", "NodeDiedError", "WorkerCrashedError")
 
 NAME = "ray"
@@ -246,21 +248,42 @@ class RayExecutor(Defaults):
             if job.losses >= LOSS_LIMIT:
                 return Ended(job, 1, reason=f"its Ray task was lost {job.losses + 1} times "
                              f"({type(exc).__name__})")  # fmt: skip
-            job.losses += 1
-            with open(job.spec.log, "a", encoding="utf-8") as log:
-                log.write(f"oaievalset: its Ray task was lost ({type(exc).__name__}); "
-                          f"submitted again\n")  # fmt: skip
-            job.ref = self._submit(job.spec)
-            self._jobs[job.ref] = job
+            self._again(job, type(exc).__name__)
             return None
         except ray.exceptions.RayError as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
             return Ended(job, 1, reason=f"its Ray task failed ({type(exc).__name__}: {first})")
+        if result["code"] == -9 and job.losses < LOSS_LIMIT and self._node_died(result["node"]):
+            # Killed as its node went down, before the task itself was lost with it.
+            self._again(job, "its node died")
+            return None
         with open(job.spec.log, "ab") as log:
             log.write(result["output"])
         record, warning = bring_back(result, job.spec.command, self.records)
         where = f"ray node {result['node'][:8]}"
         return Ended(job, result["code"], record=record, where=where, warning=warning)
+
+    def _again(self, job: RayJob, why: str) -> None:
+        """Submit a job lost with its node again, saying so in its log."""
+        job.losses += 1
+        with open(job.spec.log, "a", encoding="utf-8") as log:
+            log.write(f"oaievalset: its Ray task was lost ({why}); submitted again\n")
+        job.ref = self._submit(job.spec)
+        self._jobs[job.ref] = job
+
+    def _node_died(self, node: str) -> bool:
+        """Whether the node is, or within NODE_DEATH_WAIT seconds is, known dead."""
+        deadline = time.monotonic() + NODE_DEATH_WAIT
+        while True:
+            try:
+                nodes = self.ray.nodes()  # type: ignore[no-untyped-call,unused-ignore]
+            except Exception:  # a cluster that does not answer: not a reason to rerun
+                return False
+            if any(n.get("NodeID") == node and not n.get("Alive", True) for n in nodes):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
 
     def close(self) -> None:
         for ref in list(self._jobs):
