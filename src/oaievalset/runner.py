@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from oaievalset.commands import Command, command_id
+from oaievalset.commands import Command, command_id, eval_key
 from oaievalset.errors import EXIT_BUDGET, OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.metrics import finite
@@ -220,7 +220,16 @@ class _Run:
         self.watch.update()
         progress = self.watch.progress()
         if progress.samples or progress.answers:  # an engine that tells
-            self.view.show_progress(progress.describe(self.options.price))
+            self.view.show_progress(progress.describe(self.options.price), self.each_running())
+
+    def each_running(self) -> list[str]:
+        """`eval 40/100` for each running eval whose engine tells, in the order they began."""
+        parts = []
+        for slot in sorted(self.running.values(), key=lambda s: s.index):
+            answered = self.watch.answered(command_id(slot.command))
+            if answered is not None:
+                parts.append(f"{eval_key(slot.command)} {answered}")
+        return parts
 
     def start_what_may_start(self) -> None:
         """Up to `jobs` at once, nothing new once stopping: first the retries whose time
@@ -322,6 +331,7 @@ class _Run:
         self.watch.update()  # its last answers, before a success removes its journal
         if self.view.progress:
             self.view.progress = self.watch.progress().describe(self.options.price)
+            self.view.each = self.each_running()  # without this one, popped before
         result = slot.result
         code = result.exit_code = outcome.exit_code
         result.ended = time.time()

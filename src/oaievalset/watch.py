@@ -138,6 +138,14 @@ class Watch:
         for each in self._evals.values():
             each.update()
 
+    def answered(self, key: str) -> str | None:
+        """`40/100` for one eval: its answers (kept ones included) of its samples, once its
+        engine said how many samples it has; None before that or for another engine."""
+        each = self._evals.get(key)
+        if each is None or not each.samples:
+            return None
+        return f"{min(each.answers + each.kept, each.samples):,}/{each.samples:,}"
+
     def progress(self) -> Progress:
         evals = list(self._evals.values())
         return Progress(

@@ -212,6 +212,30 @@ def test_the_live_line_shows_the_answers_tokens_and_cost_so_far(
     assert seen[-1] == (3 * SAMPLES, 3 * SAMPLES), "the last drawing has every answer"
     last = PROGRESS.findall(screen)[-1]
     assert last[2] == f"{2 * 3 * SAMPLES:,}" and float(last[3]) == pytest.approx(1.0, abs=1e-3)
+    # Room left on a wide terminal: each running eval's own count, after the set's.
+    each = re.findall(r"\| (b\d\.dev\.v0 \d+/100)(?:, (b\d\.dev\.v0 \d+/100))?", screen)
+    assert each, screen
+    named = {part.split()[0] for pair in each for part in pair if part}
+    assert named <= set(EVALS) and len(named) >= 2, each
+    for pair in each:
+        for part in filter(None, pair):
+            assert int(part.split()[1].split("/")[0]) <= SAMPLES
+
+
+def test_a_narrow_live_line_keeps_the_set_progress_and_drops_each_evals(
+    isolated: Path, registry: list[str]
+) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", latency=0.02, models=("m",)).start()
+    try:
+        env = {**env_for(server), "NO_COLOR": "1"}
+        code, screen, err = run_on_pty(["m", "three", *registry, "-j", "2"], env, 72)
+    finally:
+        server.stop()
+    assert code == 0, err
+    pieces = re.split(r"[\r\n]", screen.replace("\033[K", ""))
+    drawn = [line for line in pieces if line.startswith("[")]
+    assert any("answers" in line for line in drawn), screen
+    assert all(len(line) < 72 and "|" not in line for line in drawn), drawn
 
 
 def test_a_run_not_on_a_terminal_says_its_progress_now_and_then(

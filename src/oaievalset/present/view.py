@@ -37,6 +37,7 @@ class View:
         self.slots_of = slots_of
         self.show_log_tails = show_log_tails
         self.progress: list[str] = []  # parts of the progress inside the evals, if known
+        self.each: list[str] = []  # `eval 40/100` for each running eval, drawn if room is left
 
     def say(self, text: str) -> None:
         """A `>>> ` line on stdout."""
@@ -75,12 +76,19 @@ class View:
             if len(line) + 2 + len(part) >= width:
                 break
             line += ("  " if line.endswith("]") else ", ") + part
+        else:  # the whole set's progress fit: the running evals' own, as many as fit
+            for i, part in enumerate(self.each):
+                if len(line) + 3 + len(part) >= width:
+                    break
+                line += ("  | " if i == 0 else ", ") + part
         self.out.write(line)
         self.out.flush()
 
-    def show_progress(self, parts: list[str]) -> None:
-        """The progress inside the evals: on the live line, or else as a line of its own."""
+    def show_progress(self, parts: list[str], each: Sequence[str] = ()) -> None:
+        """The progress inside the evals: on the live line, or else as a line of its own;
+        `each`, the running evals' own (`eval 40/100`), only on a live line with room."""
         self.progress = parts
+        self.each = list(each)
         if self.live:
             self.clear()
             self.draw()
