@@ -218,7 +218,8 @@ def _cell(
     usage = Usage.of(metrics, "usage_") or (record.usage if record else None)
     started, ended = state.get("started"), state.get("ended")
     duration = ended - started if done and started and ended and ended >= started else None
-    cost = cost_of(usage, (prices or {}).get(model))
+    command = list(state["command"]) if state.get("command") else None
+    cost = cost_of(usage, _price_of(model, command, prices or {}))
     all_runs = state.get("usage_all_runs")
     return Cell(
         model=model,
@@ -234,5 +235,18 @@ def _cell(
         cost=cost,
         record=record,
         log=str(log) if log else None,
-        command=list(state["command"]) if state.get("command") else None,
+        command=command,
     )
+
+
+def _price_of(
+    model: str, command: list[str] | None, prices: dict[str, tuple[float, float]]
+) -> tuple[float, float] | None:
+    """The model's price for the service tier its command asked for, when the prices give
+    one (a flex run at flex rates), else its standard price."""
+    from oaievalset.prices import service_tier, tier_key
+
+    tier = service_tier(command[3:]) if command else None
+    if tier is not None and tier_key(model, tier) in prices:
+        return prices[tier_key(model, tier)]
+    return prices.get(model)

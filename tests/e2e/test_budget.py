@@ -177,6 +177,10 @@ def test_the_flex_tier_is_asked_for_priced_at_its_rates_and_shown(
     total = next(line for line in table if line.startswith("total"))
     # 21 answers of 1 input and 1 output token: $0.000315 at flex rates, twice that without.
     assert "$0.0003" in total.split()
+    compared = run_cli(["--compare", "test-basic", "--prices", str(prices), "--json"])
+    assert compared.returncode == 0, compared.stderr
+    costs = [cell["cost"] for cell in json.loads(compared.stdout)["cells"]]
+    assert sum(costs) == pytest.approx(21 * 15 / 1e6), "the comparison prices it at flex rates"
 
 
 def test_flex_requests_may_wait_longer_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
