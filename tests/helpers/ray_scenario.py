@@ -69,6 +69,26 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def driver_node(gcs_address: str, pid: int) -> str | None:
+    """The id of the node whose raylet the driver of process `pid` is attached to, from
+    the cluster's job table (read without connecting a driver of our own)."""
+    from ray._private import services
+    from ray._raylet import GlobalStateAccessor  # type: ignore[attr-defined,unused-ignore]
+    from ray.core.generated import gcs_pb2
+
+    options = services._get_gcs_client_options(gcs_address)  # type: ignore[no-untyped-call,unused-ignore]
+    accessor = GlobalStateAccessor(options)
+    accessor.connect()
+    jobs = accessor.get_job_table(
+        skip_submission_job_info_field=True, skip_is_running_tasks_field=True
+    )
+    for raw in jobs:
+        job = gcs_pb2.JobTableData.FromString(raw)  # type: ignore[attr-defined,unused-ignore]
+        if job.driver_pid == pid and not job.is_dead:
+            return job.driver_address.node_id.hex()  # type: ignore[no-any-return]
+    return None
+
+
 def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
@@ -99,7 +119,11 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             wait_until(lambda: len(starts(log)) >= 6)  # both workers busy
             time.sleep(0.5)
             running = {e["pid"] for e in starts(log)}
-            busiest = max(workers, key=lambda node: len(running & descendants(raylet(node))))
+            # Not the node the driver is attached to (on one machine it may be any of
+            # them): a driver whose own raylet dies can submit nothing more, on any cluster.
+            theirs = driver_node(cluster.gcs_address, proc.pid)
+            others = [node for node in workers if node.node_id != theirs]
+            busiest = max(others, key=lambda node: len(running & descendants(raylet(node))))
             cluster.remove_node(busiest, allow_graceful=False)  # type: ignore[no-untyped-call,unused-ignore]
         elif scenario == "kill-driver":
             progress = Path(args["progress_file"])
