@@ -220,7 +220,7 @@ def test_the_live_line_shows_the_answers_tokens_and_cost_so_far(
     each = re.findall(r"\| (b\d\.dev\.v0 \d+/100)(?:, (b\d\.dev\.v0 \d+/100))?", screen)
     assert each, screen
     named = {part.split()[0] for pair in each for part in pair if part}
-    assert named <= set(EVALS) and len(named) >= 2, each
+    assert named and named <= set(EVALS), each  # which ones a drawing catches is timing
     for pair in each:
         for part in filter(None, pair):
             assert int(part.split()[1].split("/")[0]) <= SAMPLES
