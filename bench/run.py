@@ -4,6 +4,7 @@ bare shell loop, measured side by side in one run, printed as ratios.
     python bench/run.py                 # everything
     python bench/run.py startup engine  # some sections
     python bench/run.py small           # small evals (6 and 20 samples) at 0.5 s a request
+    python bench/run.py warm            # 30 evals of 3 samples: the warm engine
     BASELINE=REV python bench/run.py baseline   # this checkout against an earlier revision
 
 The original is installed once into bench/.work/original (its own virtual environment, as
@@ -383,6 +384,65 @@ def bench_small(rounds: int = 3, sizes: Sequence[int] = (6, 20), latency: float 
         server.stop()
 
 
+def _many_small_registry(count: int, samples: int) -> tuple[Path, dict[str, str]]:
+    """A registry of `count` Match evals of `samples` questions in set `many-small`."""
+    root = WORK / "many-small-registry"
+    for folder in ("evals", "eval_sets", "data/ms"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    answers: dict[str, str] = {}
+    specs = []
+    for n in range(count):
+        questions = {f"Eval {n}, question {i}?": f"Answer {i}" for i in range(samples)}
+        answers.update(questions)
+        (root / "data" / "ms" / f"{n}.jsonl").write_text(
+            "".join(
+                json.dumps({"input": [{"role": "user", "content": q}], "ideal": a}) + "\n"
+                for q, a in questions.items()
+            )
+        )
+        specs.append(
+            f"ms{n:02}.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
+            f"  args:\n    samples_jsonl: ms/{n}.jsonl\n"
+        )
+    (root / "evals" / "ms.yaml").write_text("".join(specs))
+    (root / "eval_sets" / "ms.yaml").write_text('many-small:\n  evals: ["ms*"]\n')
+    return root, answers
+
+
+def bench_warm(rounds: int = 3, count: int = 30, samples: int = 3) -> None:
+    """A set of many small evals against a loopback server, each eval forked from the warm
+    engine, side by side with the same set with `dummy` (no requests, no `openai`), itself
+    forked too; then both with each eval a fresh process (OAIEVALSET_WARM=0)."""
+    from helpers.chat_server import ChatServer
+
+    root, answers = _many_small_registry(count, samples)
+    server = ChatServer(answers=answers, models=("gpt-4",)).start()
+    say(f"{count} evals of {samples} samples, loopback server, -j 1:")
+    try:
+        env = {**_server_env(server), "OAIEVAL_RECORD_DIR": str(WORK / "many-small-records")}
+        fresh = {**env, "OAIEVALSET_WARM": "0"}
+        ours = str(OURS_BIN / "oaievalset")
+        args = ["many-small", "--registry_path", str(root), "--no-resume"]
+        warm, dummy = side_by_side(
+            lambda: timed([ours, "gpt-4", *args], env),
+            lambda: timed([ours, "dummy", *args], env),
+            rounds,
+        )
+        cold, cold_dummy = side_by_side(
+            lambda: timed([ours, "gpt-4", *args], fresh),
+            lambda: timed([ours, "dummy", *args], fresh),
+            rounds,
+        )
+    finally:
+        server.stop()
+    say(
+        f"  warm engine: gpt-4 {warm:5.2f} s   dummy {dummy:5.2f} s   ratio {warm / dummy:.2f} "
+        f"(target <= 2)\n  fresh processes: gpt-4 {cold:5.2f} s   dummy {cold_dummy:5.2f} s   "
+        f"ratio {cold / cold_dummy:.2f}\n  gpt-4 warm against dummy in fresh processes: "
+        f"{warm / cold_dummy:.2f}; against gpt-4 in fresh processes: {warm / cold:.2f}"
+    )
+
+
 def bench_unhealthy(rounds: int = 3, samples: int = 40, latency: float = 0.05) -> None:
     """What retries cost: the same eval against a healthy server, one that fails 30% of
     requests (429 and 500, no Retry-After), and one that answers 429 to everything for
@@ -734,6 +794,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "engine": bench_engine,
     "small": bench_small,
     "unhealthy": bench_unhealthy,
+    "warm": bench_warm,
     "resume": bench_resume,
     "coverage": bench_coverage,
     "slurm": bench_slurm,

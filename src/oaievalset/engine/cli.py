@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from oaievalset.engine.answers import Answers
 
 PROG = "oaieval"
+WARM_ENV = "OAIEVAL_WARM_SOCKET"  # engine/warm.py's, not imported by a plain oaieval
 logger = logging.getLogger("oaieval")
 
 
@@ -332,7 +333,17 @@ def _about_the_eval(record: logging.LogRecord) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `oaieval` command; returns the exit code."""
-    args_list: list[str] = list(sys.argv[1:] if argv is None else argv)
+    warm = os.environ.pop(WARM_ENV, None) if argv is None else None
+    if warm is not None:  # oaievalset's warm engine: this returns in each eval's child
+        from oaievalset.engine.warm import exit_now, serve
+
+        child_argv = serve(warm)
+        exit_now(_main(child_argv))
+    return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    args_list: list[str] = list(argv)
     args = get_parser().parse_args(args_list)
     _configure_logging(args.log_to_file, args.debug)
     try:

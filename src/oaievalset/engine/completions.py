@@ -190,8 +190,13 @@ class OpenAIChatCompletionFn:
             raise EngineError("the 'openai' package is missing; pip install openai") from None
         self._openai = openai
         # Retries are ours (see _create): the package's own would stack under them.
+        from oaievalset.engine.warm import take_http_client
+
         self._client = openai.OpenAI(
-            api_key=str(api_key), base_url=settings.get("api_base") or None, max_retries=0
+            api_key=str(api_key),
+            base_url=settings.get("api_base") or None,
+            max_retries=0,
+            http_client=take_http_client(),  # one the warm engine made ahead, or None
         )
         self._base_url = str(self._client.base_url)
         flex = self._options.get("service_tier") == "flex"
