@@ -109,7 +109,7 @@ def test_after_kill_9_of_everything_the_resume_asks_only_what_had_no_answer(
         wait_for(lambda: len(server.requests) >= SAMPLES // 3, timeout=60)
         os.killpg(run.pid, signal.SIGKILL)  # oaievalset, its guardian, the eval: all at once
         run.communicate()
-        asked_first = len(server.requests)
+        asked_first = server.settled()  # what the killed run sent, all of it
         answers = kept(isolated)
         assert asked_first - THREADS <= answers <= asked_first  # lost: what was in flight
         assert answers < SAMPLES - THREADS, "killed midway"
@@ -152,7 +152,7 @@ def test_an_eval_that_failed_when_the_server_did_asks_the_rest_of_a_healthy_one(
         assert failed.returncode == 1, failed.stderr
         answers = kept(isolated)  # less what was in flight when the eval gave up
         assert 100 - THREADS <= answers <= 100, "the answers kept, and no error"
-        before = len(server.requests)
+        before = server.settled()
         state["healed"] = True
         resumed = run_cli(["m", "many-set", *registry], env, timeout=120)
         asked_again = len(server.requests) - before
@@ -182,7 +182,7 @@ def test_a_journal_of_other_arguments_or_before_no_resume_is_never_used(
         env = engine_env(server, OAIEVAL_RETRY_BUDGET="0.5")
         failed = run_cli(["m", "many-set", *registry], env, timeout=120)
         assert failed.returncode == 1, failed.stderr
-        before = len(server.requests)
+        before = server.settled()
         state["healed"] = True
         again = run_cli(["m", "many-set", *registry, *then], env, timeout=120)
         asked_again = len(server.requests) - before
@@ -209,7 +209,7 @@ def test_the_answer_cache_answers_the_same_requests_of_a_later_run_only_when_ask
         for extra in (["--answer-cache", str(cache)],
                       ["--no-resume", "--answer-cache", str(cache)],
                       ["--no-resume"]):  # fmt: skip
-            before = len(server.requests)
+            before = server.settled()
             result = run_cli(["m", "many-set", *registry, *extra], env, timeout=120)
             assert result.returncode == 0, result.stderr
             asked.append(len(server.requests) - before)

@@ -176,6 +176,24 @@ class ChatServer:
             "usage": self.usage(request) if self.usage else dict(DEFAULT_USAGE),
         }
 
+    def settled(self, quiet: float = 1.5, timeout: float = 30.0) -> int:
+        """The number of requests once the server has been quiet (nothing arriving, nothing
+        in flight) for `quiet` seconds. A client killed just after sending a request leaves
+        it in a socket the server reads later (it accepts every half second), so a count
+        taken at once may miss it."""
+        deadline = time.monotonic() + timeout
+        count, since = -1, time.monotonic()
+        while True:
+            with self._lock:
+                now = len(self.requests) if self.in_flight == 0 else -1
+            if now != count or now < 0:
+                count, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return count
+            if time.monotonic() > deadline:
+                raise AssertionError("the server never went quiet")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
