@@ -161,6 +161,14 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
         help="Likewise, at N tokens (input and output) in the answers of this run.",
     )
     ours.add_argument(
+        "--batch",
+        action="store_true",
+        help="Send each eval's chat requests through the OpenAI Batch API (half the price, "
+        "answers within 24 hours; our oaieval only). The batches are kept in the run's "
+        "state: after Ctrl-C or a crash the same command takes their answers, sending "
+        "nothing twice.",
+    )
+    ours.add_argument(
         "--answer-cache",
         metavar="DIR",
         default=None,
@@ -221,6 +229,13 @@ def run(
     for flag in ("max_cost", "max_tokens"):
         if _opt(args, flag, None) is not None:
             _check_budget_engine(run_command, "--" + flag.replace("_", "-"))
+            if _opt(args, "batch", False):
+                raise UsageError(
+                    f"--batch cannot be capped with --{flag.replace('_', '-')}: a batch's "
+                    f"cost is known only when it ends (--plan estimates it beforehand)"
+                )
+    if _opt(args, "batch", False):
+        _check_batch_engine(run_command)
     executor_name = _opt(args, "executor", executors.DEFAULT)
     backend = executors.backend(executor_name)
     settings = Settings(
@@ -238,6 +253,7 @@ def run(
         run_command=run_command,
         prices=_opt(args, "prices", None),
         answer_cache=_opt(args, "answer_cache", None),
+        batch=_opt(args, "batch", False),
         max_cost=_opt(args, "max_cost", None),
         max_tokens=_opt(args, "max_tokens", None),
         executor=executor_name,
@@ -257,6 +273,19 @@ def _check_answer_cache(run_command: str) -> None:
             f"oaievalset: warning: --answer-cache is kept by this package's oaieval; "
             f"{found} is another one, which will ask every request",
             file=sys.stderr,
+        )
+
+
+def _check_batch_engine(run_command: str) -> None:
+    """Batches are sent by our oaieval: another one would ask directly, at full price."""
+    from oaievalset.engine.cli import is_this_oaieval
+    from oaievalset.executors.base import find_executable
+
+    found = find_executable(run_command)
+    if found is not None and not is_this_oaieval(found):
+        raise UsageError(
+            f"--batch is done by this package's oaieval; {found} is another one, which "
+            f"would ask every request directly (put this package's oaieval first on PATH)"
         )
 
 

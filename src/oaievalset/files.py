@@ -8,8 +8,9 @@ from contextlib import suppress
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary sibling, then os.replace."""
+def atomic_write(path: Path, text: str, durable: bool = False) -> None:
+    """Write a file whole or not at all: a temporary sibling, then os.replace; `durable`
+    also syncs it to the disk first, so that it outlives a power cut."""
     # One temporary name per process and thread: callers hold the lock of the file, and a
     # name left behind by a killed process is simply overwritten next time.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -25,6 +26,8 @@ def atomic_write(path: Path, text: str) -> None:
             data = memoryview(text.encode("utf-8"))
             while data:  # write() may take less than all of a large page
                 data = data[os.write(fd, data) :]
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -33,6 +33,8 @@ def parse_number(text: str) -> str | int | float:
 # The variable that names our engine's answer journal for an eval (engine/answers.py).
 ANSWER_JOURNAL = "OAIEVAL_ANSWER_JOURNAL"
 ANSWER_CACHE = "OAIEVAL_ANSWER_CACHE"  # a folder: the answer cache across runs, opted into
+BATCH = "OAIEVAL_BATCH"  # "1": an eval's requests go through the Batch API (engine/batch.py)
+BATCH_SET = "OAIEVALSET_SET"  # the set an eval runs for, named in its batches' metadata
 BUDGET = "OAIEVAL_BUDGET"  # a run's spending cap, shared by its evals (engine/spend.py)
 
 
@@ -69,13 +71,35 @@ def reuse_line(reused: int, answers: int, tokens: int, journal: str) -> str:
     )
 
 
+# `Batches: 300 requests in 2 batch(es), 300 answers taken this run`, as our engine logs a
+# run through the Batch API (engine/batch.py).
+_BATCH = re.compile(r"\bBatches: (\d+) requests in (\d+) batch\(es\), (\d+) answers taken")
+
+
+def batch_line(requests: int, batches: int, answered: int) -> str:
+    """The engine's line for a run through the Batch API (read back by read_outcome)."""
+    return f"Batches: {requests} requests in {batches} batch(es), {answered} answers taken this run"
+
+
+class BatchUse(NamedTuple):
+    """What an eval run sent through the Batch API: requests, in how many batches."""
+
+    requests: int
+    batches: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "batches": self.batches}
+
+
 class Outcome(NamedTuple):
-    """What an eval's log says it produced: its final metrics, the record it wrote, and
-    what it took from its answer journal (our engine's, when it had one)."""
+    """What an eval's log says it produced: its final metrics, the record it wrote, what
+    it took from its answer journal (our engine's, when it had one), and what it sent
+    through the Batch API (when it ran so)."""
 
     metrics: dict[str, Any]
     record: str | None
     reuse: Reuse | None = None
+    batch: BatchUse | None = None
 
 
 def read_final_report(log: Path | None) -> dict[str, Any]:
@@ -135,13 +159,19 @@ def read_outcome(log: Path | None) -> Outcome:
         if found:
             reuse = Reuse(int(found[1]), int(found[2]), int(found[3].replace(",", "")))
             break
+    batch = None
+    for line in reversed(lines[:start]):
+        sent = _BATCH.search(line)
+        if sent:
+            batch = BatchUse(int(sent[1]), int(sent[2]))
+            break
     metrics: dict[str, Any] = {}
     for line in lines[start:]:
         match = _METRIC.match(line.strip())
         if not match:
             break
         metrics[match.group(1)] = parse_number(match.group(2).strip())
-    return Outcome(metrics, record, reuse)
+    return Outcome(metrics, record, reuse, batch)
 
 
 def final_report_lines(result: Mapping[str, Any], record: str | None) -> list[str]:

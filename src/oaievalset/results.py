@@ -15,7 +15,7 @@ from oaievalset.metrics import finite
 from oaievalset.records import Usage
 
 if TYPE_CHECKING:
-    from oaievalset.outcome import Reuse
+    from oaievalset.outcome import BatchUse, Reuse
 
 
 class Status(str, Enum):
@@ -100,6 +100,7 @@ class Result:
         self.reason: str | None = None  # why it failed, when its log cannot say
         self.usage_all_runs: Usage | None = None  # of every run of it, as the journal keeps
         self.reuse: Reuse | None = None  # answers its run took from its answer journal
+        self.batch: BatchUse | None = None  # what its run sent through the Batch API
 
     def __repr__(self) -> str:
         return f"Result({self.command!r}, {self.status!r}, exit_code={self.exit_code!r})"
@@ -122,6 +123,7 @@ class Result:
             "usage": self.usage.as_dict() if self.usage else None,
             "usage_all_runs": self.usage_all_runs.as_dict() if self.usage_all_runs else None,
             "answers_reused": self.reuse.as_dict() if self.reuse else None,
+            "batch": self.batch.as_dict() if self.batch else None,
             "metrics": {k: finite(v) for k, v in self.metrics.items()},
         }
 

@@ -20,7 +20,14 @@ from oaievalset.commands import Command, command_id, eval_key
 from oaievalset.errors import EXIT_BUDGET, OaiEvalSetError
 from oaievalset.executors.base import STOP_GRACE, Ended, JobSpec, describe_exit
 from oaievalset.metrics import finite
-from oaievalset.outcome import ANSWER_CACHE, ANSWER_JOURNAL, BUDGET, read_outcome
+from oaievalset.outcome import (
+    ANSWER_CACHE,
+    ANSWER_JOURNAL,
+    BATCH,
+    BATCH_SET,
+    BUDGET,
+    read_outcome,
+)
 from oaievalset.present.view import View
 from oaievalset.records import Usage
 from oaievalset.results import (
@@ -66,6 +73,7 @@ class RunOptions(NamedTuple):
     live: bool = False  # a status line that redraws itself; only on a terminal
     err_color: bool = False  # colour on stderr, decided for that stream
     answer_cache: str | None = None  # the folder of answers kept across runs, if opted into
+    batch: str | None = None  # through the Batch API: the set's name, for the batches' metadata
     budget: Budget | None = None  # --max-cost or --max-tokens: the run's ledger and limit
     price: Price | None = None  # of the model, for the cost so far
     progress_every: float = PROGRESS_EVERY  # seconds between progress lines when not live
@@ -292,6 +300,8 @@ class _Run:
             answers[ANSWER_CACHE] = self.options.answer_cache
         if self.options.budget is not None:
             answers[BUDGET] = self.options.budget.env()
+        if self.options.batch is not None:
+            answers.update({BATCH: "1", BATCH_SET: self.options.batch})
         # At -j 1 the child's stderr is shown live, as the original shows it.
         spec = JobSpec(slot.command, log, self.options.jobs == 1, answers)
         # A job that a driver which died left running (on a cluster) is taken over.
@@ -372,7 +382,7 @@ class _Run:
         self.state.release(slot.command)
         outcome = read_outcome(result.log)
         result.metrics, result.record = outcome.metrics, record or outcome.record
-        result.reuse = outcome.reuse
+        result.reuse, result.batch = outcome.reuse, outcome.batch
         if result.record and not os.path.exists(result.record):
             result.record = None  # written where it ran (a node's own disk): not here
         if result.usage is not None:  # tokens spent on it so far, resumes and retries included

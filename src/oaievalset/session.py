@@ -54,6 +54,7 @@ class Settings(NamedTuple):
     run_command: str = "oaieval"
     prices: str | None = None  # a YAML file of prices per million tokens, per model
     answer_cache: str | None = None  # a folder of answers kept across runs, opted into
+    batch: bool = False  # through the Batch API (engine/batch.py)
     max_cost: float | None = None  # dollars: a cap on what this run's answers cost
     max_tokens: int | None = None  # a cap on the tokens of this run's answers
     executor: str = "local"  # a name of executors.BACKENDS
@@ -393,6 +394,7 @@ def _run_todo(
         live=jobs > 1 and sys.stdout.isatty(),
         err_color=use_color(sys.stderr),
         answer_cache=os.path.abspath(settings.answer_cache) if settings.answer_cache else None,
+        batch=settings.eval_set if settings.batch else None,
         budget=budget,
         price=price,
         progress_every=runner.PROGRESS_EVERY if progress_every is None else progress_every,

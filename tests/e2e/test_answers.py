@@ -15,7 +15,7 @@ import pytest
 from helpers.chat_server import ChatServer
 from helpers.fake import REG1, Fake, run_cli
 from helpers.processes import start, wait_for
-from helpers.records import read_record
+from helpers.records import per_sample
 
 SAMPLES = 300
 THREADS = 10  # the engine's threads: at most this many requests are in flight
@@ -72,18 +72,6 @@ def kept(progress: Path) -> int:
 def report_of(progress: Path) -> dict[str, Any]:
     report: dict[str, Any] = json.loads((state_of(progress) / "report.json").read_text())
     return report
-
-
-def per_sample(record: Path) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """A record's events by sample (type and data, in order), and its final report."""
-    samples: dict[str, list[Any]] = {}
-    final: dict[str, Any] = {}
-    for line in read_record(record):
-        if "sample_id" in line:
-            samples.setdefault(line["sample_id"], []).append((line["type"], line["data"]))
-        elif "final_report" in line:
-            final = line["final_report"]
-    return samples, final
 
 
 def uninterrupted(registry: list[str], tmp_path: Path) -> tuple[dict[str, list[Any]], Any]:

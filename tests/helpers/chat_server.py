@@ -3,7 +3,8 @@
 It answers each request from a table (the last message's content -> answer) or a function
 of the request, can add a fixed latency, fail with a chosen HTTP status (always, for a while,
 or for some requests), send Retry-After, and knows a fixed set of model names. It serves
-the API under /v1, as OpenAI-compatible servers do.
+the API under /v1, as OpenAI-compatible servers do, and with a BatchAPI (batch_api.py) the
+Files and Batches endpoints too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from helpers.batch_api import BatchAPI
 
 DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
@@ -44,7 +48,8 @@ class ChatServer:
     retry_after: str | None = None  # the Retry-After header sent with failures
     usage: Callable[[dict[str, Any]], Any] | None = None  # the usage of each answer
     models: tuple[str, ...] = ("test-model",)
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    batch_api: BatchAPI | None = None  # the Files and Batches endpoints, if served
+    requests: list[dict[str, Any]] = field(default_factory=list)  # chat requests
     failures: int = 0
     # Requests not yet answered, counted until their answer starts to be written (so a
     # client that sends one request per answer it reads never sees two), and the most at once.
@@ -87,8 +92,28 @@ class ChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                if owner.batch_api is not None and owner.batch_api.handles(self.path):
+                    self._batch_api("GET", b"")
+                else:
+                    self._send(404, {"detail": "Not Found"})
+
+            def _batch_api(self, method: str, body: bytes) -> None:
+                assert owner.batch_api is not None
+                status, answer = owner.batch_api.handle(method, self.path, self.headers, body)
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                self.send_response(status)
+                kind = "application/octet-stream" if isinstance(answer, bytes) else "json"
+                self.send_header("Content-Type", kind.replace("json", "application/json"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
+                if owner.batch_api is not None and owner.batch_api.handles(self.path):
+                    self._batch_api("POST", self.rfile.read(length))
+                    return
                 request = json.loads(self.rfile.read(length) or b"{}")
                 with owner._lock:
                     number = len(owner.requests)
@@ -139,6 +164,8 @@ class ChatServer:
                     return
                 self._send(200, owner._answer(request))
 
+        if self.batch_api is not None:
+            self.batch_api.server = self
         self._started = time.monotonic()
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

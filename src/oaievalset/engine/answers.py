@@ -70,6 +70,12 @@ def at_sample(sample_id: str) -> Iterator[None]:
         _PLACE.reset(token)
 
 
+def current_sample() -> str:
+    """The sample whose requests are being made here ("" outside any)."""
+    place = _PLACE.get(None)
+    return place.sample_id if place is not None else ""
+
+
 def request_key(function: str, server: str, body: Mapping[str, Any]) -> str:
     """The key of the next request made here: the place (sample, position), the completion
     function, its server, and the request body (messages and every parameter)."""
@@ -191,16 +197,17 @@ class AnswerJournal:
             return f"was written for other arguments ({', '.join(changed)} {verb})"
         return None
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The answer kept under the key, or None."""
+    def get(self, key: str, count: bool = True) -> dict[str, Any] | None:
+        """The answer kept under the key, or None; `count` counts it as reused."""
         with self._lock:
             place = self._index.get(key)
         if place is None:
             return None
         answer: dict[str, Any] = json.loads(os.pread(self._reader, place[1], place[0]))
-        with self._lock:
-            self.reused += 1
-            self.reused_tokens += _total_tokens(answer.get("usage"))
+        if count:
+            with self._lock:
+                self.reused += 1
+                self.reused_tokens += _total_tokens(answer.get("usage"))
         return answer
 
     def put(self, key: str, answer: Mapping[str, Any]) -> None:
@@ -248,11 +255,13 @@ class Answers:
     def __init__(self, stores: list[AnswerJournal]) -> None:
         self.stores = stores
         self.asked = 0
+        self._fresh: set[str] = set()  # asked in this run: not reused when found again
         self._lock = threading.Lock()
 
     def get(self, key: str) -> dict[str, Any] | None:
+        fresh = key in self._fresh
         for store in self.stores:
-            answer = store.get(key)
+            answer = store.get(key, count=not fresh)
             if answer is not None:
                 return answer
         return None
@@ -260,8 +269,20 @@ class Answers:
     def put(self, key: str, answer: Mapping[str, Any]) -> None:
         with self._lock:
             self.asked += 1
+            self._fresh.add(key)
         for store in self.stores:
             store.put(key, answer)
+
+    def journal(self) -> AnswerJournal:
+        """The run's journal (the store that has an identity)."""
+        return next(store for store in self.stores if store.identity is not None)
+
+    def new_round(self) -> None:
+        """The eval runs again from its first sample (batch mode, engine/batch.py): what
+        it reuses is counted afresh."""
+        for store in self.stores:
+            with store._lock:
+                store.reused = store.reused_tokens = 0
 
     def summary(self) -> str:
         """The log line the orchestrator reads back (outcome.read_outcome)."""

@@ -169,7 +169,9 @@ def parse_pairs(text: str, option: str) -> dict[str, str | int | float]:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     """Run the eval (`argv`, the arguments it was parsed from, go into the record); returns
     the run id."""
+    from oaievalset.engine.batch import batch_mode
     from oaievalset.engine.completions import make_completion_fn
+    from oaievalset.engine.errors import ModelError
     from oaievalset.engine.evals import eval_class, make_eval
     from oaievalset.engine.recorder import Recorder, add_token_usage, new_run_id
     from oaievalset.engine.spend import spend_from_env
@@ -191,18 +193,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     cls = eval_class(spec.cls, spec.key)
     names = args.completion_fn.split(",")
     eval_args: dict[str, Any] = {**spec.args, **extra}
-    with _answers(args, spec, names, eval_args, completion_args) as answers:
+    mode = batch_mode()
+    with _answers(args, spec, names, eval_args, completion_args, mode is not None) as answers:
         spend = spend_from_env()
+        batcher = None if answers is None or mode is None else _batcher(answers, spec)
         fns = [
-            make_completion_fn(name, registry, answers, spend, **completion_args) for name in names
+            make_completion_fn(name, registry, answers, spend, batcher, **completion_args)
+            for name in names
         ]
-        evaluation = make_eval(
-            cls,
-            fns,
-            spec.key,
-            {**eval_args, "registry_path": spec.registry_path, "seed": args.seed},
-            registry,
-        )
+
+        def make() -> Any:
+            return make_eval(
+                cls,
+                fns,
+                spec.key,
+                {**eval_args, "registry_path": spec.registry_path, "seed": args.seed},
+                registry,
+            )
+
+        evaluation = make()
 
         now = datetime.now(timezone.utc)
         run_id = new_run_id(now)
@@ -213,8 +222,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
             else f"{record_dir()}/{run_id}_{args.completion_fn}_{args.eval}.jsonl"
         )
         logger.info(f"Run started: {run_id}")
-        recorder = Recorder(run_id=run_id, created_by=args.user)
-        result = evaluation.run(recorder, args.max_samples)
+        if batcher is not None and mode == "cancel":
+            cancelled = batcher.cancel()
+            raise ModelError(
+                f"cancelled {cancelled} batch(es) of this eval; no record written (run it "
+                f"again to send its requests once more)"
+            )
+        if batcher is None:
+            recorder = Recorder(run_id=run_id, created_by=args.user)
+            result = evaluation.run(recorder, args.max_samples)
+        else:
+            evaluations = [evaluation]
+
+            def attempt() -> tuple[Recorder, dict[str, Any]]:
+                # Each round runs a fresh eval (the first is the one made above).
+                recorder = Recorder(run_id=run_id, created_by=args.user)
+                one = evaluations.pop() if evaluations else make()
+                return recorder, one.run(recorder, args.max_samples)
+
+            recorder, result = batcher.run(attempt)
         add_token_usage(result, recorder)
         if answers is not None:
             logger.info(answers.summary())  # before the final report, as the driver reads it
@@ -237,23 +263,26 @@ def _answers(
     names: list[str],
     eval_args: dict[str, Any],
     completion_args: dict[str, Any],
+    batch: bool = False,
 ) -> AbstractContextManager[Answers | None]:
     """Where the run keeps and finds answers: the answer journal OAIEVAL_ANSWER_JOURNAL
     names, for exactly this run (the eval, its arguments and data, the seed, the sample
-    count, the models), and the answer cache of OAIEVAL_ANSWER_CACHE; None without both."""
+    count, the models), and the answer cache of OAIEVAL_ANSWER_CACHE; None without both.
+    A run through the Batch API (`batch`) always has a journal: without the variable, one
+    under the user's cache folder, named by what the run is for."""
     import contextlib
     import re
 
     from oaievalset.engine.answers import CACHE_ENV, ENV, AnswerJournal, Answers, data_digest
 
     path, cache = os.environ.get(ENV), os.environ.get(CACHE_ENV)
-    if not path and not cache:
+    if not path and not cache and not batch:
         return contextlib.nullcontext()
     stores = []
     if cache:
         name = re.sub(r"[^\w.-]", "_", spec.key)
         stores.append(AnswerJournal(Path(cache) / f"{name}.jsonl", None))
-    if not path:
+    if not path and not batch:
         return Answers(stores)
     data = {}
     for name, value in eval_args.items():
@@ -271,7 +300,35 @@ def _answers(
         "completion_args": completion_args,
         "data": data_digest(data),
     }
+    if not path:
+        path = str(_batch_journal(identity))
     return Answers([AnswerJournal(Path(path), identity), *stores])
+
+
+def _batch_journal(identity: dict[str, Any]) -> Path:
+    """The journal of a run through the Batch API that no OAIEVAL_ANSWER_JOURNAL names:
+    the same run (eval, arguments, data, models) finds it again."""
+    import hashlib
+    import json
+
+    from oaievalset.yamlio import cache_dir
+
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    base = cache_dir() or Path(os.path.expanduser("~")) / ".cache" / "oaievalset"
+    name = f"{identity['eval']}.{digest.hexdigest()[:16]}.jsonl"
+    return base / "batches" / name
+
+
+def _batcher(answers: Answers, spec: Any) -> Any:
+    """The batches of this run, kept beside its journal."""
+    from oaievalset.engine.batch import Batcher, run_label
+    from oaievalset.outcome import BATCH_SET
+
+    journal = answers.journal()
+    labels = {"eval": spec.key, "set": os.environ.get(BATCH_SET, "")[:500]}
+    assert journal.identity is not None
+    run = run_label(journal.path, journal.identity)
+    return Batcher(answers, journal.path.with_name(journal.path.name + ".batches"), run, labels)
 
 
 def _run_spec(

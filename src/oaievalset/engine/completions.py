@@ -25,6 +25,7 @@ from oaievalset.engine.errors import EngineError, ModelError, SampleError
 
 if TYPE_CHECKING:
     from oaievalset.engine.answers import Answers
+    from oaievalset.engine.batch import Batcher
     from oaievalset.engine.spend import Spend
 
 Prompt = Union[str, list[dict[str, Any]]]
@@ -166,11 +167,13 @@ class OpenAIChatCompletionFn:
         model: str,
         answers: Answers | None = None,
         spend: Spend | None = None,
+        batch: Batcher | None = None,
         **options: Any,
     ) -> None:
         self.name = model
         self._answers = answers  # where answers are kept as they arrive, and found again
         self._spend = spend  # the run's spending cap, if it has one
+        self._batch = batch  # where requests without an answer go, in batch mode
         settings = {k: options.pop(k) for k in CLIENT_SETTINGS if k in options}
         self._options = options
         api_key = settings.get("api_key") or os.environ.get("OPENAI_API_KEY")
@@ -199,6 +202,8 @@ class OpenAIChatCompletionFn:
             http_client=take_http_client(),  # one the warm engine made ahead, or None
         )
         self._base_url = str(self._client.base_url)
+        if batch is not None:
+            batch.uses(self._base_url, self._client)
         flex = self._options.get("service_tier") == "flex"
         budget = FLEX_RETRY_BUDGET if flex else RETRY_BUDGET
         try_timeout = FLEX_TRY_TIMEOUT if flex else TRY_TIMEOUT
@@ -222,18 +227,17 @@ class OpenAIChatCompletionFn:
             kept = self._answers.get(key)
             if kept is not None:  # paid for in an earlier run of this eval
                 return _completion(messages, kept["sampled"], kept["model"], kept["usage"])
-        response = self._create(messages, params)
-        # As the original: the answers are the choices that have text; the event keeps the
-        # prompt as sent, all of them, and the model and usage as the server gave them.
-        texts = [c.message.content for c in response.choices or [] if c.message.content is not None]
-        usage = getattr(response, "usage", None)
-        model = getattr(response, "model", None)
-        used = usage.model_dump(mode="json") if usage is not None else None
+            if self._batch is not None and key is not None:  # asked in the next batch
+                from oaievalset.engine.answers import current_sample
+
+                body = {"model": self.name, "messages": messages, **params}
+                self._batch.defer(key, self._base_url, body, current_sample())
+        answer = kept_answer(self._create(messages, params))
         if self._spend is not None:
-            self._spend.add(self.name, used)
+            self._spend.add(self.name, answer["usage"])
         if key is not None and self._answers is not None:  # kept before it is scored
-            self._answers.put(key, {"sampled": texts, "model": model, "usage": used})
-        return _completion(messages, texts, model, used)
+            self._answers.put(key, answer)
+        return _completion(messages, answer["sampled"], answer["model"], answer["usage"])
 
     def _create(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         """One request, retried with backoff while its failure is transient and the budget
@@ -457,11 +461,23 @@ def is_openai_chat_model(name: str) -> bool:
     )
 
 
+def kept_answer(response: Any) -> dict[str, Any]:
+    """What a chat completion's answer is, as the journal keeps it. As the original: the
+    answers are the choices that have text; the event keeps them all, and the model and
+    usage as the server gave them."""
+    texts = [c.message.content for c in response.choices or [] if c.message.content is not None]
+    usage = getattr(response, "usage", None)
+    model = getattr(response, "model", None)
+    used = usage.model_dump(mode="json") if usage is not None else None
+    return {"sampled": texts, "model": model, "usage": used}
+
+
 def make_completion_fn(
     name: str,
     registry: Any = None,
     answers: Answers | None = None,
     spend: Spend | None = None,
+    batch: Batcher | None = None,
     **options: Any,
 ) -> CompletionFn:
     """`dummy`; an OpenAI chat model name; a completion function of the registry's
@@ -474,7 +490,7 @@ def make_completion_fn(
     if registry is not None and not is_openai_chat_model(name):
         spec = registry.get_completion_fn(name)
     if spec is None:
-        return OpenAIChatCompletionFn(name, answers, spend, **options)
+        return OpenAIChatCompletionFn(name, answers, spend, batch, **options)
     if spec.cls not in CHAT_CLASSES:
         raise EngineError(
             f"{spec.file}: completion function '{name}' uses class '{spec.cls}', which this "
@@ -485,4 +501,4 @@ def make_completion_fn(
     model = str(args.pop("model", None) or name)
     extra = args.pop("extra_options", None) or {}
     settings = {k: args[k] for k in CLIENT_SETTINGS if args.get(k)}
-    return OpenAIChatCompletionFn(model, answers, spend, **settings, **extra, **options)
+    return OpenAIChatCompletionFn(model, answers, spend, batch, **settings, **extra, **options)

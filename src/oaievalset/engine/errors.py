@@ -19,3 +19,8 @@ class SampleError(OaiEvalSetError):
     """A sample that does not have the shape the eval needs (exit 1)."""
 
     exit_code = EXIT_FAILED
+
+
+class Deferred(Exception):  # not an error: a request waiting for its batch
+    """A request with no answer yet, gathered for the next batch (engine/batch.py): its
+    sample stops here, and the round ends without a report."""

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from oaievalset.engine.answers import at_sample
 from oaievalset.engine.completions import CompletionFn, Prompt
-from oaievalset.engine.errors import EngineError, SampleError
+from oaievalset.engine.errors import Deferred, EngineError, SampleError
 from oaievalset.engine.recorder import Recorder
 
 logger = logging.getLogger("oaieval")
@@ -172,6 +172,7 @@ class Eval:
         threads = _threads()
         logger.info(f"Evaluating {len(indices)} samples")
         base, split = self.name.split(".")[0:2]
+        deferred = []  # samples waiting for a batch's answer (engine/batch.py)
 
         def one(index: int) -> None:
             sample = samples[index]
@@ -185,14 +186,18 @@ class Eval:
                     self.eval_sample(sample, rng, recorder)
                 except SampleError as exc:
                     raise SampleError(f"{exc} (sample {index})") from None
+                except Deferred:
+                    deferred.append(index)  # list.append is atomic: no lock
 
         if threads <= 1 or os.environ.get("EVALS_SEQUENTIAL", "0") in ("1", "true", "yes"):
             logger.info("Running in sequential mode!")
             for index in indices:
                 one(index)
-            return
-        logger.info(f"Running in threaded mode with {threads} threads!")
-        run_in_threads(one, indices, threads)
+        else:
+            logger.info(f"Running in threaded mode with {threads} threads!")
+            run_in_threads(one, indices, threads)
+        if deferred:  # this round's report would be of some samples only
+            raise Deferred(f"{len(deferred)} samples wait for a batch")
 
     def match_report(self, recorder: Recorder) -> dict[str, Any]:
         correct = [bool(e.data["correct"]) for e in recorder.events("match")]

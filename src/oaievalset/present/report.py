@@ -212,7 +212,7 @@ def earlier_results(commands: Sequence[Command], progress: ProgressFile) -> list
         )
         all_runs = state.get("usage_all_runs")
         result.usage_all_runs = Usage.of(all_runs) if all_runs else None
-        result.reuse = outcome.reuse
+        result.reuse, result.batch = outcome.reuse, outcome.batch
         results.append(result)
     return results
 

@@ -87,10 +87,11 @@ class StateFolder:
         return Path(f"{self.path}/answers/{_UNSAFE.sub('_', key)}.jsonl")
 
     def forget_answers(self, command: Sequence[str]) -> None:
-        """Remove the eval's answer journal (and one it set aside): it is recorded, or
-        --no-resume starts it afresh."""
+        """Remove the eval's answer journal (and one it set aside, and its batches' state):
+        it is recorded, or --no-resume starts it afresh."""
         path = self.answers_path(command)
-        for each in (path, path.with_name(path.name + ".set-aside")):
+        for suffix in ("", ".set-aside", ".batches"):
+            each = path.with_name(path.name + suffix)
             with contextlib.suppress(FileNotFoundError):
                 each.unlink()
 
