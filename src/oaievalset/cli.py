@@ -169,6 +169,13 @@ def _add_our_flags(ours: argparse._ArgumentGroup) -> None:
         "nothing twice.",
     )
     ours.add_argument(
+        "--cancel-batches",
+        action="store_true",
+        help="Cancel the batches that runs with --batch left on the server for this set's "
+        "evals, and run nothing. What they answered is kept: the next run with --batch "
+        "sends only the rest.",
+    )
+    ours.add_argument(
         "--answer-cache",
         metavar="DIR",
         default=None,
@@ -234,7 +241,7 @@ def run(
                     f"--batch cannot be capped with --{flag.replace('_', '-')}: a batch's "
                     f"cost is known only when it ends (--plan estimates it beforehand)"
                 )
-    if _opt(args, "batch", False):
+    if _opt(args, "batch", False) or _opt(args, "cancel_batches", False):
         _check_batch_engine(run_command)
     executor_name = _opt(args, "executor", executors.DEFAULT)
     backend = executors.backend(executor_name)
@@ -254,6 +261,7 @@ def run(
         prices=_opt(args, "prices", None),
         answer_cache=_opt(args, "answer_cache", None),
         batch=_opt(args, "batch", False),
+        cancel_batches=_opt(args, "cancel_batches", False),
         max_cost=_opt(args, "max_cost", None),
         max_tokens=_opt(args, "max_tokens", None),
         executor=executor_name,

@@ -219,7 +219,7 @@ def _cell(
     started, ended = state.get("started"), state.get("ended")
     duration = ended - started if done and started and ended and ended >= started else None
     command = list(state["command"]) if state.get("command") else None
-    cost = cost_of(usage, _price_of(model, command, prices or {}))
+    cost = cost_of(usage, _price_of(model, command, prices or {}, outcome.batch is not None))
     all_runs = state.get("usage_all_runs")
     return Cell(
         model=model,
@@ -240,12 +240,15 @@ def _cell(
 
 
 def _price_of(
-    model: str, command: list[str] | None, prices: dict[str, tuple[float, float]]
+    model: str, command: list[str] | None, prices: dict[str, tuple[float, float]], batch: bool
 ) -> tuple[float, float] | None:
-    """The model's price for the service tier its command asked for, when the prices give
-    one (a flex run at flex rates), else its standard price."""
-    from oaievalset.prices import service_tier, tier_key
+    """The model's price: through the Batch API, its batch price; else for the service
+    tier its command asked for, when the prices give one (a flex run at flex rates), else
+    its standard price."""
+    from oaievalset.prices import batch_price, service_tier, tier_key
 
+    if batch:
+        return batch_price(prices, model)
     tier = service_tier(command[3:]) if command else None
     if tier is not None and tier_key(model, tier) in prices:
         return prices[tier_key(model, tier)]

@@ -90,6 +90,68 @@ class BatchUse(NamedTuple):
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "batches": self.batches}
 
+    @classmethod
+    def of(cls, data: Any) -> BatchUse | None:
+        """From as_dict()'s form (a journal's line), or None."""
+        try:
+            return cls(int(data["requests"]), int(data["batches"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
+BATCHES_SUFFIX = ".batches"  # beside an eval's answer journal: its batches' state
+LIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")  # the API's
+
+
+class Batches(NamedTuple):
+    """An eval's batches as its state file has them (written by engine/batch.py): those
+    sent (their input file uploaded), those still running on the server, those whose
+    answers were taken; the requests they hold, and how many of them have ended (answered
+    or failed)."""
+
+    created: int
+    running: int
+    read: int
+    requests: int
+    ended: int
+
+    def describe(self) -> str:
+        """`3 batches (1 in progress, 2 done), 220/300 requests ended`."""
+        states = [f"{self.running} in progress"] * bool(self.running)
+        states += [f"{self.read} done"] * bool(self.read)
+        return (
+            f"{self.created} batch{'es' * (self.created != 1)} ({', '.join(states)}), "
+            f"{self.ended:,}/{self.requests:,} requests ended"
+        )
+
+    def __add__(self, other: object) -> Batches:
+        if not isinstance(other, Batches):
+            return NotImplemented
+        return Batches(*(a + b for a, b in zip(self, other)))
+
+
+def read_batches(journal: Path) -> Batches | None:
+    """What the state file beside an answer journal says of its eval's batches; None when
+    there is none (or it cannot be read now: it is replaced whole, never half written)."""
+    import json
+
+    try:
+        data = json.loads(journal.with_name(journal.name + BATCHES_SUFFIX).read_text())
+        parts = [p for p in data["parts"] if p.get("batch_id") or p.get("file_id")]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    running = [p for p in parts if p.get("status") != "done"]
+    requests = ended = 0
+    for part in parts:
+        counts = part.get("counts") or {}
+        held = len(part.get("keys") or []) or int(counts.get("total", 0) or 0)
+        requests += held
+        if part in running:
+            ended += int(counts.get("completed", 0) or 0) + int(counts.get("failed", 0) or 0)
+        else:
+            ended += held
+    return Batches(len(parts), len(running), len(parts) - len(running), requests, ended)
+
 
 class Outcome(NamedTuple):
     """What an eval's log says it produced: its final metrics, the record it wrote, what

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from oaievalset.commands import Command, command_id
-from oaievalset.outcome import read_error
+from oaievalset.outcome import read_batches, read_error
 from oaievalset.registry import Registry
 from oaievalset.results import FAILED, INTERRUPTED, TIMEOUT
 from oaievalset.state.progress import ProgressFile, recorded_set
@@ -51,6 +51,9 @@ def plan_entries(
             near = [r for r in by_eval.get(command[2], []) if r != command]
             if near:
                 entry["recorded_as"] = near
+            batches = read_batches(progress.state.answers_path(command))
+            if batches is not None:  # a run through the Batch API left them
+                entry["batches"] = batches
         entries.append(entry)
     return entries
 

@@ -48,6 +48,21 @@ def load_prices(path: str) -> dict[str, Price]:
     return prices
 
 
+BATCH_TIER = "batch"  # the Batch API's prices, `model: {..., batch: {input: N, output: N}}`
+
+
+def batch_price(prices: dict[str, Price] | None, model: str) -> Price | None:
+    """What a model's tokens cost through the Batch API: its `batch` price in the prices
+    file, else half its standard price (the Batch API's discount)."""
+    if not prices:
+        return None
+    given = prices.get(tier_key(model, BATCH_TIER))
+    if given is not None:
+        return given
+    standard = prices.get(model)
+    return None if standard is None else (standard[0] / 2, standard[1] / 2)
+
+
 def tier_key(model: str, tier: str) -> str:
     """Where a service tier's prices of a model are kept among the prices."""
     return f"{model}@{tier}"

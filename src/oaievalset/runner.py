@@ -419,6 +419,7 @@ class _Run:
                     "record": result.record,
                     "where": result.where,
                     "reuse": result.reuse.as_dict() if result.reuse else None,
+                    "batch": result.batch.as_dict() if result.batch else None,
                 }
             if result.usage_all_runs is not None:
                 extra["usage_all_runs"] = result.usage_all_runs.as_dict()

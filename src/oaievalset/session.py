@@ -55,6 +55,7 @@ class Settings(NamedTuple):
     prices: str | None = None  # a YAML file of prices per million tokens, per model
     answer_cache: str | None = None  # a folder of answers kept across runs, opted into
     batch: bool = False  # through the Batch API (engine/batch.py)
+    cancel_batches: bool = False  # cancel the batches runs with `batch` left; run nothing
     max_cost: float | None = None  # dollars: a cap on what this run's answers cost
     max_tokens: int | None = None  # a cap on the tokens of this run's answers
     executor: str = "local"  # a name of executors.BACKENDS
@@ -87,6 +88,8 @@ def run_set(
     )
     if settings.plan:
         return _show_plan(settings, commands, progress, prices, registry)
+    if settings.cancel_batches:
+        return _cancel_batches(settings, commands, progress)
     done = _announce(settings, commands, progress)
     todo = [c for c in commands if tuple(c) not in done]
     run_id = new_run_id()  # this run's name among the set's reports
@@ -94,7 +97,7 @@ def run_set(
     try:
         results, interrupted, stopped = _run_todo(
             settings, commands, todo, progress, run_id, color, executor, budget,
-            (prices or {}).get(settings.model), every,
+            _live_price(settings, prices), every,
         )  # fmt: skip
         exit_code = _reduce(results, interrupted, stopped is not None, budget)
         if exit_code == EXIT_OK:
@@ -111,6 +114,15 @@ def run_set(
             raise stopped.error  # a bug: its traceback, now that the run has ended
         raise RunStopped(f"the run stopped midway: {stopped.reason}")
     return exit_code
+
+
+def _live_price(settings: Settings, prices: dict[str, Price] | None) -> Price | None:
+    """The price of what this run asks: through the Batch API, the batch price."""
+    from oaievalset.prices import batch_price
+
+    if settings.batch:
+        return batch_price(prices, settings.model)
+    return (prices or {}).get(settings.model)
 
 
 def _priced_tier(settings: Settings, prices: dict[str, Price] | None) -> str | None:
@@ -449,12 +461,52 @@ def _show_plan(
         # The commands' registry roots are the set's: its registry is read already.
         read = {tuple(settings.registry_paths or ()): registry} if registry else {}
         plan.add_estimates(entries, progress, read)
-    price = (prices or {}).get(settings.model)
+    price = _live_price(settings, prices)
     if settings.json:
-        print(show.plan_json(settings.model, settings.eval_set, progress, entries, price))
+        text = show.plan_json(
+            settings.model, settings.eval_set, progress, entries, price, settings.batch
+        )
     else:
-        print(show.plan_text(settings.model, settings.eval_set, progress, entries, price))
+        text = show.plan_text(
+            settings.model, settings.eval_set, progress, entries, price, settings.batch
+        )
+    print(text)
     return EXIT_OK
+
+
+def _cancel_batches(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:
+    """Cancel the live batches of the set's evals not yet recorded: each eval's engine is
+    run in cancel mode with the journal a run gives it (so it finds its batches in their
+    state file, or on the server by their metadata). EXIT_FAILED if one could not be."""
+    import re
+    import subprocess
+
+    from oaievalset.outcome import ANSWER_JOURNAL, BATCH, BATCH_SET, BATCHES_SUFFIX
+    from oaievalset.state.progress import recorded_set
+
+    done = recorded_set(progress.read())
+    said = re.compile(r"cancelled (\d+) batch\(es\)")
+    failed = 0
+    for command in commands:
+        journal = progress.state.answers_path(command)
+        batches = journal.with_name(journal.name + BATCHES_SUFFIX)
+        if tuple(command) in done or not (journal.exists() or batches.exists()):
+            continue
+        env = {**os.environ, ANSWER_JOURNAL: str(journal), BATCH: "cancel"}
+        env[BATCH_SET] = settings.eval_set
+        try:
+            ran = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise UsageError(f"cannot run {command[0]} ({exc.strerror})") from None
+        found = said.search(ran.stderr + ran.stdout)
+        if found:
+            print(f"{command[2]}: cancelled {found[1]} batch(es)")
+            continue
+        failed += 1
+        lines = [line for line in ran.stderr.splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit code {ran.returncode}"
+        print(f"{command[2]}: could not cancel its batches: {why}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _warn(message: str) -> None:

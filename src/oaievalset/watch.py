@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from oaievalset.outcome import BATCHES_SUFFIX, Batches, read_batches
 from oaievalset.prices import Price
 
 _SAMPLES = re.compile(r"Evaluating (\d+) samples")
@@ -34,6 +35,7 @@ class Progress(NamedTuple):
     retries: int
     rate_limited: int
     seconds: float
+    batches: Batches | None = None  # of the evals that run through the Batch API
 
     @property
     def tokens(self) -> int:
@@ -57,6 +59,8 @@ class Progress(NamedTuple):
         ]
         if price is not None:
             parts.insert(2, format_cost(self.cost(price)))
+        if self.batches is not None:
+            parts.insert(1, self.batches.describe())
         if self.reused:
             parts.append(f"{self.reused:,} reused")
         if self.retries:
@@ -94,8 +98,12 @@ class _Eval:
         self.log = _Tail(log, skip_existing=True)  # its earlier tries were counted then
         self.samples = self.kept = 0
         self.answers = self.prompt = self.completion = self.retries = self.limited = 0
+        self.path = journal
+        self.batches: Batches | None = None  # its batches' state, when it has some
+        self._batches_seen: tuple[int, int] | None = None  # that file's size and mtime
 
     def update(self) -> None:
+        self._update_batches()
         for line in self.journal.new_lines():
             try:
                 answer = json.loads(line)
@@ -120,6 +128,19 @@ class _Eval:
                 found = _KEPT.search(line.decode("utf-8", "replace"))
                 if found and not self.answers:  # at the first try's start; a retry's
                     self.kept = int(found[1])  # count holds the answers counted already
+
+    def _update_batches(self) -> None:
+        """Its batches' state file, read again when it changed (it is replaced whole); the
+        last one read is kept once the eval ends and removes it."""
+        try:
+            info = os.stat(self.path.with_name(self.path.name + BATCHES_SUFFIX))
+        except OSError:
+            return
+        seen = (info.st_size, info.st_mtime_ns)
+        if seen != self._batches_seen:
+            read = read_batches(self.path)
+            if read is not None:
+                self.batches, self._batches_seen = read, seen
 
 
 class Watch:
@@ -148,6 +169,7 @@ class Watch:
 
     def progress(self) -> Progress:
         evals = list(self._evals.values())
+        batches = sum((e.batches for e in evals if e.batches), Batches(0, 0, 0, 0, 0))
         return Progress(
             answers=sum(e.answers for e in evals),
             reused=sum(min(e.kept, e.samples or e.kept) for e in evals),
@@ -157,6 +179,7 @@ class Watch:
             retries=sum(e.retries for e in evals),
             rate_limited=sum(e.limited for e in evals),
             seconds=time.monotonic() - self.began,
+            batches=batches if batches.created else None,
         )
 
 

@@ -37,6 +37,7 @@ class BatchAPI:
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     submitted: list[str] = field(default_factory=list)  # every custom_id, in every batch
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # their requests' bodies
     calls: list[str] = field(default_factory=list)  # "POST /v1/batches", ...
     _ids: Any = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -114,6 +115,7 @@ class BatchAPI:
             }
             self.batches[batch_id] = batch
             self.submitted.extend(line["custom_id"] for line in lines)
+            self.bodies.extend(line["body"] for line in lines)
         threading.Thread(target=self._work, args=(batch_id, lines, number), daemon=True).start()
         return 200, dict(batch)
 
@@ -146,7 +148,9 @@ class BatchAPI:
             self._set(batch_id, status="failed", errors={"object": "list", "data": [error]})
             return
         self._set(batch_id, status="in_progress", in_progress_at=int(time.time()))
-        time.sleep(self.delay)
+        until = time.monotonic() + self.delay
+        while time.monotonic() < until and self.batches[batch_id]["status"] != "cancelling":
+            time.sleep(0.05)  # a cancelled batch ends soon, as the API's do
         out, errors = [], []
         ended = "completed"
         for i, line in enumerate(lines):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from oaievalset.engine.errors import Deferred, EngineError, ModelError
-from oaievalset.outcome import BATCH
+from oaievalset.outcome import BATCH, BATCH_SET, LIVE_BATCH
 
 if TYPE_CHECKING:
     from oaievalset.engine.answers import Answers
@@ -45,7 +46,7 @@ MAX_REQUESTS = 50_000  # the API's limits on one batch
 MAX_BYTES = 190 * 2**20  # under its 200 MB a file, with room for the multipart around it
 ENDPOINT = "/v1/chat/completions"
 WINDOW = "24h"
-LIVE = ("validating", "in_progress", "finalizing", "cancelling")
+LIVE = LIVE_BATCH
 # Lines of an expired or cancelled batch that never ran: sent again, and not a failure.
 NOT_RUN = ("batch_expired", "batch_cancelled")
 TRANSIENT = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -167,8 +168,29 @@ class Batcher:
 
     def run(self, attempt: Callable[[], T]) -> T:
         """Run `attempt` (one whole run of the eval) in rounds until it puts nothing off;
-        its last result."""
+        its last result. Ctrl-C, or SIGTERM (how oaievalset stops its evals), cancels no
+        batch: the log says how to take their answers, or cancel them."""
+        previous = stop_on_sigterm()
+        try:
+            return self._rounds(attempt)
+        except KeyboardInterrupt:
+            running = [str(p.batch_id or p.file_id) for p in self.parts if p.status != "done"]
+            if running:
+                how = "--cancel-batches" if BATCH_SET in os.environ else f"{ENV}=cancel"
+                logger.info(
+                    f"Interrupted; batch(es) {', '.join(running)} go on (they are paid for): "
+                    f"the same command again takes their answers; {how} cancels them"
+                )
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _rounds(self, attempt: Callable[[], T]) -> T:
         looked = self.found_state
+        for part in self.parts:
+            if part.batch_id and part.status != "done":
+                logger.info(f"Batch {part.batch_id}: of an earlier run of this eval, re-attached")
         rounds = 0
         while True:
             rounds += 1
@@ -295,24 +317,15 @@ class Batcher:
                 self._attach_or_create(part)
         self._save()
         wait = min(POLL_FIRST, self.poll_most)
-        try:
-            while True:
-                live = [p for p in self.parts if p.status != "done"]
-                if not live:
-                    return
-                for part in live:
-                    self._look(part)
-                if any(p.status != "done" for p in self.parts):
-                    time.sleep(wait)
-                    wait = min(wait * 1.5, self.poll_most)
-        except KeyboardInterrupt:
-            running = [str(p.batch_id) for p in self.parts if p.status != "done"]
-            if running:
-                logger.info(
-                    f"Interrupted; batch(es) {', '.join(running)} go on (they are paid for): "
-                    f"the same command again takes their answers; {ENV}=cancel cancels them"
-                )
-            raise
+        while True:
+            live = [p for p in self.parts if p.status != "done"]
+            if not live:
+                return
+            for part in live:
+                self._look(part)
+            if any(p.status != "done" for p in self.parts):
+                time.sleep(wait)
+                wait = min(wait * 1.5, self.poll_most)
 
     def _attach_or_create(self, part: Part) -> None:
         client = self._client(part)
@@ -440,6 +453,19 @@ class Batcher:
             cancelled += 1
         self._save()
         return cancelled
+
+
+def stop_on_sigterm() -> Any:
+    """SIGTERM stops the eval as Ctrl-C does, so that the log says what becomes of its
+    batches; the handler it replaced (None outside the main thread, where none can be
+    set)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def run_label(journal: Path, identity: Mapping[str, Any]) -> str:

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     from oaievalset.engine.evals import eval_class, make_eval
     from oaievalset.engine.recorder import Recorder, add_token_usage, new_run_id
     from oaievalset.engine.spend import spend_from_env
-    from oaievalset.outcome import final_report_lines
+    from oaievalset.outcome import ANSWER_JOURNAL, final_report_lines
     from oaievalset.registry import Registry
 
     if args.http_run or args.http_run_url:
@@ -254,7 +254,21 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
             ) from None
     for line in final_report_lines(result, None if args.dry_run else str(record_path)):
         logger.info(line)
+    if batcher is not None and not os.environ.get(ANSWER_JOURNAL):
+        _forget(batcher.answers.journal().path)  # the run's own journal: its answers are recorded
     return run_id
+
+
+def _forget(journal: Path) -> None:
+    """Remove a journal of this engine's own choosing and its batches' state, once the
+    eval has ended (a journal the driver names is the driver's to remove)."""
+    import contextlib
+
+    from oaievalset.outcome import BATCHES_SUFFIX
+
+    for path in (journal, journal.with_name(journal.name + BATCHES_SUFFIX)):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _answers(
@@ -322,13 +336,14 @@ def _batch_journal(identity: dict[str, Any]) -> Path:
 def _batcher(answers: Answers, spec: Any) -> Any:
     """The batches of this run, kept beside its journal."""
     from oaievalset.engine.batch import Batcher, run_label
-    from oaievalset.outcome import BATCH_SET
+    from oaievalset.outcome import BATCH_SET, BATCHES_SUFFIX
 
     journal = answers.journal()
     labels = {"eval": spec.key, "set": os.environ.get(BATCH_SET, "")[:500]}
     assert journal.identity is not None
     run = run_label(journal.path, journal.identity)
-    return Batcher(answers, journal.path.with_name(journal.path.name + ".batches"), run, labels)
+    state = journal.path.with_name(journal.path.name + BATCHES_SUFFIX)
+    return Batcher(answers, state, run, labels)
 
 
 def _run_spec(

@@ -19,8 +19,11 @@ def plan_text(
     progress: ProgressFile,
     entries: list[dict[str, Any]],
     price: tuple[float, float] | None = None,
+    batch: bool = False,
 ) -> str:
     lines = [f"Plan for {model} {eval_set} (progress file: {progress.path})"]
+    if batch:
+        lines.append("Through the Batch API: the costs are at batch prices.")
     width = max([len(e["status"]) for e in entries] + [7])
     for e in entries:
         lines.append(f"  {e['status'].ljust(width)}  {' '.join(e['command'])}")
@@ -35,6 +38,8 @@ def plan_text(
             lines.append(
                 f"  {'':{width}}  not done: recorded with other arguments: {format_entry(other)}"
             )
+        if e.get("batches"):
+            lines.append(f"  {'':{width}}  {e['batches'].describe()}")
         if "estimate" in e:
             lines.append(f"  {'':{width}}  {_estimate_text(e['estimate'], price)}")
     todo = sum(1 for e in entries if e["status"] != "done")
@@ -98,8 +103,11 @@ def plan_json(
     progress: ProgressFile,
     entries: list[dict[str, Any]],
     price: tuple[float, float] | None = None,
+    batch: bool = False,
 ) -> str:
     def shown(entry: dict[str, Any]) -> dict[str, Any]:
+        if entry.get("batches"):
+            entry = {**entry, "batches": entry["batches"]._asdict()}
         estimate = entry.get("estimate")
         if estimate is None:
             return entry
@@ -114,6 +122,7 @@ def plan_json(
             "model": model,
             "eval_set": eval_set,
             "progress_file": str(progress.path),
+            "batch": batch,
             "commands": [shown(e) for e in entries],
             "estimate": total.as_dict(price) if total is not None else None,
         }

@@ -18,7 +18,7 @@ from oaievalset.metrics import headline as metrics_headline
 from oaievalset.metrics import scores
 from oaievalset.outcome import Reuse, read_error
 from oaievalset.present.table import align
-from oaievalset.prices import cost_of, format_cost
+from oaievalset.prices import batch_price, cost_of, format_cost
 from oaievalset.records import Usage
 from oaievalset.results import DONE, DONE_EARLIER, FAILED, FAILURES, PENDING, Result
 
@@ -40,6 +40,13 @@ def headline(metrics: dict[str, Any], most: int = 2) -> str:
     return " ".join(shown)
 
 
+def _batches(result: Result) -> str:
+    """`300 in 2`: the requests an eval sent through the Batch API, in how many batches."""
+    if result.batch is None:
+        return "-"
+    return f"{result.batch.requests:,} in {result.batch.batches}"
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -54,17 +61,23 @@ def summary_table(
     price: tuple[float, float] | None = None,
     width: int | None = None,
     tier: str | None = None,
+    batch_price: tuple[float, float] | None = None,
 ) -> str:
     """One row per eval: eval, status, duration, attempts, answers reused from its answer
-    journal (when any were), tokens (and cost, given the model's price), where it ran (on
-    a cluster), headline metrics; then the totals. Wider than `width` (a terminal's), each
-    row is its eval's line and its cells below it."""
+    journal (when any were), what went through the Batch API (when any did), tokens (and
+    cost, given the model's price: an eval run through batches at `batch_price`), where it
+    ran (on a cluster), headline metrics; then the totals. Wider than `width` (a
+    terminal's), each row is its eval's line and its cells below it."""
     where = any(r.where for r in results)
     reused = any(r.reuse and r.reuse.reused for r in results)
-    header = ["eval", "status", "time", "tries"] + ["reused"] * reused + ["tokens"]
-    header += [f"cost ({tier})" if tier else "cost"] * bool(price)
+    batched = any(r.batch for r in results)
+    priced = bool(price or (batched and batch_price))
+    header = ["eval", "status", "time", "tries"] + ["reused"] * reused
+    header += ["batches"] * batched + ["tokens"]
+    header += [f"cost ({tier})" if tier else "cost"] * priced
     header += ["where"] * where + ["metrics"]
     rows = []
+    costs: list[float] = []
     for r in results:
         row = [
             r.command[2] if len(r.command) > 2 else " ".join(r.command),
@@ -73,14 +86,18 @@ def summary_table(
             str(r.attempts) if r.attempts else "-",
         ]
         row += [f"{r.reuse.reused}/{r.reuse.answers}" if r.reuse else "-"] * reused
+        row += [_batches(r)] * batched
         row += [f"{r.usage.total_tokens:,}" if r.usage else "-"]
-        row += [_money(cost_of(r.usage, price))] * bool(price) + [r.where or "-"] * where
+        cost = cost_of(r.usage, batch_price if r.batch else price)
+        costs += [cost] if cost is not None else []
+        row += [_money(cost)] * priced + [r.where or "-"] * where
         rows.append([*row, headline(r.metrics)])
     total = sum((r.usage for r in results if r.usage), Usage())
     this_run = sum((r.usage for r in results if r.usage and r.status == DONE), Usage())
     if total.total_tokens:
-        row = ["total", "", "", ""] + [""] * reused + [f"{total.total_tokens:,}"]
-        row += [_money(cost_of(total, price))] * bool(price) + [""] * where
+        row = ["total", "", "", ""] + [""] * reused + [""] * batched
+        row += [f"{total.total_tokens:,}"]
+        row += [_money(sum(costs) if costs else None)] * priced + [""] * where
         saved = sum(r.reuse.tokens for r in results if r.reuse and r.status == DONE)
         also = f", {saved:,} of them reused" if saved else ""
         rows.append([*row, f"(this run: {this_run.total_tokens:,} tokens{also})"])
@@ -252,7 +269,8 @@ def conclude(
     ordered = [by_command[tuple(c)] for c in commands if tuple(c) in by_command]
     print("", file=err)
     price = (prices or {}).get(model)
-    print(summary_table(ordered, price, _terminal_width(err), tier), file=err)
+    width = _terminal_width(err)
+    print(summary_table(ordered, price, width, tier, batch_price(prices, model)), file=err)
     path = _write(progress, run_id, json_report(model, eval_set, progress.path, ordered, exit_code))
     if path is not None:
         print(f"{PROG}: report: {path}", file=err)
@@ -299,7 +317,15 @@ def write_page(
 
 def interrupted_line(progress: ProgressFile, commands: Sequence[Command]) -> str:
     """What an interrupt left, and what a resume (or running again) will do, truthfully."""
+    from oaievalset.outcome import read_batches
+
     stopped = "interrupted; the running evals were stopped and not recorded."
+    live = [c for c in commands if (read_batches(progress.state.answers_path(c)) or [0, 0])[1]]
+    if live:  # the batches of a run through the Batch API go on at the server
+        stopped += (
+            f" The batches of {len(live)} eval(s) go on (they are paid for): the same "
+            f"command takes their answers; --cancel-batches cancels them."
+        )
     return f"{stopped} {what_a_resume_does(progress, commands)}"
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
+from oaievalset.outcome import BATCHES_SUFFIX
 from oaievalset.state.claims import Claims
 from oaievalset.state.journal import CommandState, Journal
 from oaievalset.state.locks import Presence, ProgressLock
@@ -90,7 +91,7 @@ class StateFolder:
         """Remove the eval's answer journal (and one it set aside, and its batches' state):
         it is recorded, or --no-resume starts it afresh."""
         path = self.answers_path(command)
-        for suffix in ("", ".set-aside", ".batches"):
+        for suffix in ("", ".set-aside", BATCHES_SUFFIX):
             each = path.with_name(path.name + suffix)
             with contextlib.suppress(FileNotFoundError):
                 each.unlink()

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 from oaievalset.commands import command_id
 from oaievalset.errors import ProgressError
 from oaievalset.files import atomic_write
-from oaievalset.outcome import Outcome, Reuse, read_outcome
+from oaievalset.outcome import BatchUse, Outcome, Reuse, read_outcome
 
 COMPACT_AT = 256 * 1024  # bytes of journal before a run that is alone compacts it
 
@@ -62,8 +62,8 @@ def as_recorded(state: CommandState) -> tuple[CommandState, Outcome]:
     merged: CommandState = {**state, **done}  # type: ignore[typeddict-item]
     merged["status"] = "done"
     merged["exit_code"] = 0
-    reuse = Reuse.of(done.get("reuse"))
-    return merged, Outcome(dict(done.get("metrics") or {}), done.get("record"), reuse)
+    reuse, batch = Reuse.of(done.get("reuse")), BatchUse.of(done.get("batch"))
+    return merged, Outcome(dict(done.get("metrics") or {}), done.get("record"), reuse, batch)
 
 
 class Journal:
