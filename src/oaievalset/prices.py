@@ -35,8 +35,10 @@ def load_prices(path: str) -> dict[str, Price]:
         try:
             prices[str(model)] = (float(entry["input"]), float(entry["output"]))
         except (TypeError, KeyError, ValueError):
+            name, _, tier = str(model).partition("@")
+            what = f"model '{name}'" + (f", its '{tier}' price," if tier else "")
             raise UsageError(
-                f"{path}: model '{model}' needs `input` and `output` prices in dollars per "
+                f"{path}: {what} needs `input` and `output` prices in dollars per "
                 f"million tokens, e.g. {{input: 2.5, output: 10}}"
             ) from None
         if not all(0 <= p < math.inf for p in prices[str(model)]):
