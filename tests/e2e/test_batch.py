@@ -210,6 +210,24 @@ def test_only_the_lines_a_batch_failed_are_sent_again(
     assert records(progress) == direct
 
 
+def test_batches_are_split_at_the_size_asked_for(
+    tmp_path: Path, registry: list[str], direct: dict[str, Any]
+) -> None:
+    api = BatchAPI(delay=0.1)
+    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
+    progress = tmp_path / "batch"
+    env = {**engine_env(server, progress), "OAIEVAL_BATCH_SIZE": "15"}
+    try:
+        result = run_cli(["m", "both", *registry, "--batch"], env)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    sizes = [b["request_counts"]["total"] for b in api.batches.values()]
+    assert sizes == [15, 15, 10, 10, 10], "the Match eval's 40, then the graded eval's rounds"
+    assert Counter(api.submitted).most_common(1)[0][1] == 1 and len(api.submitted) == REQUESTS
+    assert records(progress) == direct
+
+
 def test_an_expired_batch_keeps_what_it_answered_and_sends_only_the_rest(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:

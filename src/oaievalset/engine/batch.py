@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 ENV = BATCH  # "1": through the Batch API; "cancel": cancel the run's live batches
 POLL_ENV = "OAIEVAL_BATCH_POLL"  # the longest wait between two looks at a batch (seconds)
 RETRIES_ENV = "OAIEVAL_BATCH_RETRIES"  # times a request that failed in a batch is sent again
+SIZE_ENV = "OAIEVAL_BATCH_SIZE"  # the most requests in one batch (under the API's limit)
 POLL_FIRST = 2.0  # seconds before the first look, then half as long again each time
 POLL_MOST = 60.0
 RETRIES = 3
@@ -102,6 +103,7 @@ class Batcher:
         self.labels = labels
         self.poll_most = max(0.05, seconds_from_env(POLL_ENV, POLL_MOST))
         self.retries = _count_from_env(RETRIES_ENV, RETRIES)
+        self.size = min(MAX_REQUESTS, _count_from_env(SIZE_ENV, MAX_REQUESTS)) or MAX_REQUESTS
         self.clients: dict[str, Any] = {}  # base URL -> openai client, of the run's models
         self.wanted: dict[str, tuple[str, dict[str, Any], str]] = {}  # key -> (url, body, sample)
         self._lock = threading.Lock()
@@ -238,7 +240,7 @@ class Batcher:
             chunk: list[tuple[str, bytes]] = []
             size = 0
             for key, data in lines:
-                if chunk and (len(chunk) >= MAX_REQUESTS or size + len(data) > MAX_BYTES):
+                if chunk and (len(chunk) >= self.size or size + len(data) > MAX_BYTES):
                     chunks.append((base_url, chunk))
                     chunk, size = [], 0
                 chunk.append((key, data))
