@@ -237,8 +237,11 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
     if not items:
         return
 
+    go = threading.Event()
+
     def worker() -> None:
         RUN_STOPPED.set(stop)  # this thread's own context: its requests give up with the run
+        go.wait()
         while not stop.is_set():
             try:
                 item = todo.get_nowait()
@@ -257,8 +260,11 @@ def run_in_threads(work: Callable[[int], None], items: Sequence[int], threads: i
                 if left[0] == 0:
                     finished.set()
 
+    # Every thread is started before any works: a thread that began working at once would
+    # keep the interpreter for a switch interval (5 ms) before the next one could start.
     for _ in range(min(threads, len(items))):
         threading.Thread(target=worker, daemon=True).start()
+    go.set()
     try:
         while not finished.wait(0.5):
             pass
