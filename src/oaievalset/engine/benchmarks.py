@@ -26,8 +26,6 @@ def lettered_options(answers: Sequence[str], correct: int, rng: random.Random) -
     the letter of the correct one: the original's order, for the same generator."""
     order = list(range(len(answers)))
     rng.shuffle(order)
-    if correct not in order:
-        raise SampleError(f"the answer index {correct} is not one of the {len(answers)} options")
     options = "\n".join(f"{chr(ord('A') + i)}) {answers[j]}" for i, j in enumerate(order))
     return options, chr(ord("A") + order.index(correct))
 
@@ -60,6 +58,16 @@ def _index(value: Any, key: str, where: str) -> int:
         return int(value)  # HellaSwag's labels are strings ("2"), MMLU's integers
     except (TypeError, ValueError):
         raise SampleError(f"{where}: '{key}' must be a whole number, got {value!r}") from None
+
+
+def _check_label(sample: dict[str, Any], column: str, where: str) -> None:
+    """The right answer's index must be one of the answers' (the original fails on it when
+    the sample is asked, with an error of Python's)."""
+    count = len(sample["answers"])
+    if not 0 <= sample["label"] < count:
+        raise SampleError(
+            f"{where}: '{column}' is {sample['label']}, but there are {count} answers"
+        )
 
 
 class _DatasetEval(Eval):
@@ -126,13 +134,13 @@ class MultipleChoice(_DatasetEval):
         samples = []
         for number, row in enumerate(rows):
             where = f"eval '{self.name}', dataset {dataset.described()}, row {number}"
-            samples.append(
-                {
-                    "question": _text(row, question, where),
-                    "answers": _texts(row, answers, where),
-                    "label": _index(row.get(label), label, where),
-                }
-            )
+            sample = {
+                "question": _text(row, question, where),
+                "answers": _texts(row, answers, where),
+                "label": _index(row.get(label), label, where),
+            }
+            _check_label(sample, label, where)
+            samples.append(sample)
         return samples
 
     def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:
@@ -225,23 +233,23 @@ class MMMU(_DatasetEval):
             try:
                 answers = ast.literal_eval(_text(row, "options", where))
             except (ValueError, SyntaxError):
-                raise SampleError(f"{where}: 'options' is not a list of texts") from None
+                answers = None
+            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                raise SampleError(f"{where}: 'options' must be a Python list of texts")
+            images = [row.get(column) for column in MMMU_IMAGES]
+            sample: dict[str, Any] = {
+                "question": _text(row, "question", where),
+                "answers": answers,
+                "label": answer,
+                "question_type": kind,
+                "images": [image for image in images if image is not None],
+            }
             if kind == "multiple-choice":
                 if len(answer) != 1:
                     raise SampleError(f"{where}: 'answer' must be one letter, got {answer!r}")
-                label: int | str = ord(answer) - ord("A")
-            else:
-                label = answer
-            images = [row.get(column) for column in MMMU_IMAGES]
-            samples.append(
-                {
-                    "question": _text(row, "question", where),
-                    "answers": answers,
-                    "label": label,
-                    "question_type": kind,
-                    "images": [image for image in images if image is not None],
-                }
-            )
+                sample["label"] = ord(answer) - ord("A")
+                _check_label(sample, "answer", where)
+            samples.append(sample)
         return samples
 
     def eval_sample(self, sample: dict[str, Any], rng: random.Random, recorder: Recorder) -> None:

@@ -98,17 +98,17 @@ def _not_loaded(dataset: HfDataset, eval_name: str, exc: Exception) -> str:
     reason = " ".join(str(exc).split()) or type(exc).__name__
     message = f"eval '{eval_name}': cannot load Hugging Face dataset {dataset.described()}: "
     message += reason.rstrip(".")
+    if not isinstance(exc, (ConnectionError, FileNotFoundError)):
+        return message  # found, but not as the eval wants it (a config, a split)
     moved = MOVED.get(dataset.path)
     if moved is not None:
-        message += (
+        return message + (
             f"; the hub has this dataset as '{moved}' today: in a registry of your own, give "
             f"the eval dataset: {dataset.with_path(moved)}, or keep a copy of the data in a "
             f"folder '{dataset.path}' in the working directory"
         )
-    else:
-        message += (
-            "; without network, the data must be in the Hugging Face cache "
-            "(HF_DATASETS_OFFLINE=1) or in a folder named like the dataset in the working "
-            "directory"
-        )
-    return message
+    return message + (
+        "; without network, the data must be in the Hugging Face cache "
+        "(HF_DATASETS_OFFLINE=1) or in a folder named like the dataset in the working "
+        "directory"
+    )
