@@ -194,3 +194,28 @@ def test_a_bad_row_names_the_dataset_and_the_row(tmp_path: Path) -> None:
     line = error_line(done)
     assert "eval 'mmlu-anatomy.val.ab-v1'" in line and "'hendrycks_test'" in line
     assert "row 1: 'answer' is 7, but there are 4 answers" in line
+
+
+def test_the_plan_counts_the_questions_quietly_and_an_image_as_an_image(tmp_path: Path) -> None:
+    hf_data.mmlu(tmp_path, subjects=("anatomy",), rows=3)
+    hf_data.mmmu(tmp_path, subjects=("Art",), rows=3)
+    root = tmp_path / "reg"
+    (root / "evals").mkdir(parents=True)
+    (root / "eval_sets").mkdir()
+    (root / "evals" / "art.yaml").write_text(
+        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
+        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
+    )
+    (root / "eval_sets" / "s.yaml").write_text("both:\n  evals: [mmlu-anatomy, art.dev.v1]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "oaievalset", MODEL, "both", "--registry_path", str(root),
+         "--plan", "--json"],
+        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Generating" not in done.stderr and "examples/s" not in done.stderr
+    plan = {c["eval"]: c["estimate"] for c in json.loads(done.stdout)["commands"]}
+    anatomy, art = plan["mmlu-anatomy.val.ab-v1"], plan["art.dev.v1"]
+    assert anatomy["requests"] == 3 and art["requests"] == 3
+    # Rows 0, 1 and 2 have 1, 2 and 3 images: 6 of 765 tokens, and some text.
+    assert 6 * 765 < art["input_tokens"] < 6 * 765 + 400, art

@@ -10,6 +10,7 @@ original.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -76,6 +77,10 @@ def datasets_module(eval_name: str) -> Any:
 def load_rows(dataset: HfDataset, eval_name: str) -> list[dict[str, Any]]:
     """The rows of one split of the dataset, in its order, as dicts."""
     datasets = datasets_module(eval_name)
+    if logging.getLogger("oaieval").getEffectiveLevel() > logging.INFO:
+        # Asked quietly (oaievalset --plan runs the eval to count its requests): without
+        # the progress bars datasets draws on stderr.
+        datasets.disable_progress_bars()
     try:
         loaded = datasets.load_dataset(dataset.path, **dataset.kwargs)
     except ImportError as exc:  # a feature's decoder, such as Pillow for images
