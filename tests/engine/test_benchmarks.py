@@ -219,3 +219,25 @@ def test_the_plan_counts_the_questions_quietly_and_an_image_as_an_image(tmp_path
     assert anatomy["requests"] == 3 and art["requests"] == 3
     # Rows 0, 1 and 2 have 1, 2 and 3 images: 6 of 765 tokens, and some text.
     assert 6 * 765 < art["input_tokens"] < 6 * 765 + 400, art
+
+
+def test_an_image_the_server_refuses_stops_mmmu_without_a_record(tmp_path: Path) -> None:
+    hf_data.mmmu(tmp_path, subjects=("Art",), rows=2)
+    root = tmp_path / "reg"
+    (root / "evals").mkdir(parents=True)
+    (root / "evals" / "art.yaml").write_text(
+        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
+        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
+    )
+    server = ChatServer(fail_status=400, models=(MODEL,)).start()
+    record = tmp_path / "record.jsonl"
+    try:
+        args = [MODEL, "art.dev.v1", "--registry_path", str(root), "--record_path", str(record)]
+        done = oaieval(args, tmp_path, tmp_path, server)
+    finally:
+        server.stop()
+    assert done.returncode == 1, done.stderr
+    assert "400" in error_line(done) and not record.exists()
+    assert server.requests and server.requests[0]["messages"][1]["content"][1]["type"] == (
+        "image_url"
+    )
