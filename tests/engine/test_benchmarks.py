@@ -241,3 +241,26 @@ def test_an_image_the_server_refuses_stops_mmmu_without_a_record(tmp_path: Path)
     assert server.requests and server.requests[0]["messages"][1]["content"][1]["type"] == (
         "image_url"
     )
+
+
+def test_data_read_once_comes_from_the_hugging_face_cache_offline(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    second.mkdir()
+    hf_data.mmlu(first, subjects=("anatomy",), rows=3)
+    server = ChatServer(default_answer="B", models=(MODEL,)).start()
+    reports = []
+    try:
+        for where in (first, second):  # the second folder has no copy: only the cache does
+            record = where / "record.jsonl"
+            done = oaieval(
+                [MODEL, "mmlu-anatomy", "--record_path", str(record)], where, tmp_path, server
+            )
+            assert done.returncode == 0, done.stderr
+            reports.append(per_sample(record))
+    finally:
+        server.stop()
+    assert len(server.requests) == 6
+    asked = [sorted(json.dumps(r, sort_keys=True) for r in half)
+             for half in (server.requests[:3], server.requests[3:])]  # fmt: skip
+    assert asked[0] == asked[1]
+    assert reports[0] == reports[1] and len(reports[0][0]) == 3
