@@ -264,3 +264,33 @@ def test_data_read_once_comes_from_the_hugging_face_cache_offline(tmp_path: Path
              for half in (server.requests[:3], server.requests[3:])]  # fmt: skip
     assert asked[0] == asked[1]
     assert reports[0] == reports[1] and len(reports[0][0]) == 3
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"options": "['a', 'b'", "answer": "A"}, "row 0: 'options' must be a Python list"),
+        ({"options": "['a', 'b']", "answer": "AB"}, "row 0: 'answer' must be one letter"),
+        ({"options": "['a', 'b']", "answer": "C"}, "row 0: 'answer' is 2, but there are 2"),
+    ],
+)
+def test_a_bad_mmmu_row_names_the_row(tmp_path: Path, row: dict[str, str], expected: str) -> None:
+    folder = tmp_path / "mmmu" / "mmmu"
+    folder.mkdir(parents=True)
+    row = {"question": "Which?", "question_type": "multiple-choice", **row}
+    (folder / "dev.jsonl").write_text(json.dumps(row) + "\n")
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: Art\n  data_files:\n"
+        "  - split: dev\n    path: dev.jsonl\n---\n"
+    )
+    root = tmp_path / "reg"
+    (root / "evals").mkdir(parents=True)
+    (root / "evals" / "art.yaml").write_text(
+        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
+        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
+    )
+    done = oaieval(["dummy", "art.dev.v1", "--registry_path", str(root)], tmp_path, tmp_path)
+    assert done.returncode == 1, done.stderr
+    line = error_line(done)
+    assert "eval 'art.dev.v1', dataset 'mmmu/mmmu' (name=Art, split=dev)" in line
+    assert expected in line

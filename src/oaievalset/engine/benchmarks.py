@@ -114,7 +114,6 @@ class MultipleChoice(_DatasetEval):
         **kwargs: Any,
     ) -> None:
         super().__init__(completion_fns, **kwargs)
-        self.url = dataset
         if not isinstance(instructions, str):
             raise EngineError(f"eval '{self.name}': 'instructions' must be text")
         self.instructions = instructions
@@ -237,6 +236,11 @@ class MMMU(_DatasetEval):
             if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
                 raise SampleError(f"{where}: 'options' must be a Python list of texts")
             images = [row.get(column) for column in MMMU_IMAGES]
+            for column, image in zip(MMMU_IMAGES, images):
+                if image is not None and not callable(getattr(image, "save", None)):
+                    raise SampleError(
+                        f"{where}: '{column}' is not an image (a datasets Image feature)"
+                    )
             sample: dict[str, Any] = {
                 "question": _text(row, "question", where),
                 "answers": answers,
