@@ -142,6 +142,27 @@ def test_without_datasets_the_error_names_the_extra(tmp_path: Path) -> None:
     assert "'mmlu-anatomy.val.ab-v1'" in line and "pip install 'oaievalset[hf]'" in line
 
 
+def test_without_pillow_mmmus_images_name_the_extra(tmp_path: Path) -> None:
+    hf_data.mmmu(tmp_path, subjects=("Art",), rows=1)
+    root = tmp_path / "reg"
+    (root / "evals").mkdir(parents=True)
+    (root / "evals" / "art.yaml").write_text(
+        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
+        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
+    )
+    code = (
+        "import sys; sys.modules['PIL'] = None; "
+        "from oaievalset.engine.cli import main; raise SystemExit(main())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "dummy", "art.dev.v1", "--registry_path", str(root)],
+        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    line = error_line(done)
+    assert "Pillow" in line and "pip install 'oaievalset[hf]'" in line
+
+
 def test_a_dataset_that_moved_on_the_hub_says_what_works_instead(tmp_path: Path) -> None:
     done = oaieval(["dummy", "mmlu-anatomy"], tmp_path, tmp_path)  # offline, no copy here
     assert done.returncode == 2

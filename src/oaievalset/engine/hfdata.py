@@ -83,6 +83,8 @@ def load_rows(dataset: HfDataset, eval_name: str) -> list[dict[str, Any]]:
         datasets.disable_progress_bars()
     try:
         loaded = datasets.load_dataset(dataset.path, **dataset.kwargs)
+        # Rows are decoded as they are read (images by Pillow): inside, for the same errors.
+        rows = None if isinstance(loaded, dict) else [dict(row) for row in loaded]
     except ImportError as exc:  # a feature's decoder, such as Pillow for images
         raise EngineError(
             f"eval '{eval_name}': dataset {dataset.described()} needs a package that is not "
@@ -90,13 +92,13 @@ def load_rows(dataset: HfDataset, eval_name: str) -> list[dict[str, Any]]:
         ) from None
     except Exception as exc:  # datasets raises many kinds, all meaning "not loaded"
         raise EngineError(_not_loaded(dataset, eval_name, exc)) from None
-    if isinstance(loaded, dict):  # a DatasetDict: no split was chosen
+    if rows is None:  # a DatasetDict: no split was chosen
         splits = ", ".join(sorted(loaded))
         raise EngineError(
             f"eval '{eval_name}': dataset {dataset.described()} has several splits ({splits}); "
             f"choose one with split=NAME in its URL"
         )
-    return [dict(row) for row in loaded]
+    return rows
 
 
 def _not_loaded(dataset: HfDataset, eval_name: str, exc: Exception) -> str:
