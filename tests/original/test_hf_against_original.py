@@ -44,6 +44,8 @@ EVALS = [
     "lambada",
     "mmmu-accounting",  # its validation split
     "mmmu-art.dev.v1",
+    "mmlu-anatomy --seed 7",  # another seed: other letters for the same questions
+    "mmmu-accounting --seed 7",  # and other guesses
 ]
 
 
@@ -119,11 +121,13 @@ def usage(request: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_tokens": size // 4, "completion_tokens": 1, "total_tokens": size // 4 + 1}
 
 
-def samples_of(key: str) -> int:
-    return MMMU_SAMPLES if key.startswith("mmmu") else SAMPLES
+def samples_of(case: str) -> int:
+    return MMMU_SAMPLES if case.startswith("mmmu") else SAMPLES
 
 
-def run_both(venv: Path, key: str, data: Path, answers: dict[str, str]) -> dict[str, Any]:
+def run_both(venv: Path, case: str, data: Path, answers: dict[str, str]) -> dict[str, Any]:
+    """A case (an eval and the arguments to add) run by each engine."""
+    key, *more = case.split()
     registry = upstream_registry(venv)
     out: dict[str, Any] = {}
     for side, exe, extra in (
@@ -131,7 +135,7 @@ def run_both(venv: Path, key: str, data: Path, answers: dict[str, str]) -> dict[
         ("original", venv / "bin" / "oaieval", []),
     ):
         server = ChatServer(answer_fn=Oracle(answers), usage=usage, models=(MODEL,)).start()
-        record = data.parent / f"{side}-{key}.jsonl"
+        record = data.parent / f"{side}-{case.replace(' ', '_')}.jsonl"
         env = {
             **os.environ,
             "OPENAI_BASE_URL": server.base_url,
@@ -141,16 +145,16 @@ def run_both(venv: Path, key: str, data: Path, answers: dict[str, str]) -> dict[
             "HF_DATASETS_OFFLINE": "1",
             "HF_HOME": str(data.parent / f"hf-{side}"),
         }
-        samples = samples_of(key)
+        samples = samples_of(case)
         try:
             done = subprocess.run(
                 [str(exe), MODEL, key, "--max_samples", str(samples), "--record_path",
-                 str(record), *extra],
+                 str(record), *more, *extra],
                 capture_output=True, text=True, env=env, timeout=300, cwd=data,
             )  # fmt: skip
         finally:
             server.stop()
-        assert done.returncode == 0, f"{side} {key}: {done.stderr[-3000:]}"
+        assert done.returncode == 0, f"{side} {case}: {done.stderr[-3000:]}"
         events, report = per_sample(record)
         out[side] = {"events": events, "report": report, "requests": server.requests}
     return out
@@ -246,3 +250,10 @@ def test_mmmu_guesses_when_there_is_no_answer(runs: dict[str, Any]) -> None:
         if kind == "match" and "ANSWER" not in data["sampled"] and data["expected"] in "ABCD"
     )
     assert guessed[True] >= 1 and guessed[False] >= 1, guessed
+
+
+def test_another_seed_shuffles_the_letters_otherwise(runs: dict[str, Any]) -> None:
+    def prompts(case: str) -> set[str]:
+        return {r["messages"][0]["content"] for r in runs[case]["ours"]["requests"]}
+
+    assert prompts("mmlu-anatomy") != prompts("mmlu-anatomy --seed 7")
