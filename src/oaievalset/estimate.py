@@ -20,6 +20,9 @@ from oaievalset.records import Usage
 
 CHARS_PER_TOKEN = 4.0  # English text in the GPT tokenizers, roughly
 TOKENS_PER_MESSAGE = 4  # the chat format's own tokens around each message, roughly
+# An image part (MMMU's): what OpenAI's models count for an image of up to 1024 x 1024 at
+# high detail, not the characters of its base64 data URL.
+TOKENS_PER_IMAGE = 765
 
 
 class Estimate(NamedTuple):
@@ -57,11 +60,21 @@ class _Counter:
         from oaievalset.engine.completions import Completion, to_messages
 
         messages = to_messages(prompt)
-        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        tokens = sum(_content_tokens(m.get("content")) for m in messages)
         with self._lock:
             self.requests += 1
-            self.tokens += chars / CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(messages)
+            self.tokens += tokens + TOKENS_PER_MESSAGE * len(messages)
         return Completion("")
+
+
+def _content_tokens(content: Any) -> float:
+    """A message's content in tokens, roughly: its text, and its image parts if it has
+    parts."""
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        text = sum(len(str(part.get("text") or "")) for part in content)
+        images = sum(1 for part in content if part.get("type") == "image_url")
+        return text / CHARS_PER_TOKEN + TOKENS_PER_IMAGE * images
+    return len(str(content or "")) / CHARS_PER_TOKEN
 
 
 def estimate(

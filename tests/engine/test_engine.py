@@ -60,7 +60,7 @@ def registry(tmp_path: Path) -> Path:
         "  args:\n    samples_jsonl: qa/samples.jsonl\n"
         "qa-json.dev.v0:\n  class: evals.elsuite.basic.json_match:JsonMatch\n"
         "  args:\n    samples_jsonl: qa/json.jsonl\n"
-        "qa-unsupported.dev.v0:\n  class: evals.elsuite.multiple_choice:MultipleChoice\n"
+        "qa-unsupported.dev.v0:\n  class: evals.elsuite.bluff.eval:BluffEval\n"
     )
     return root
 
@@ -220,7 +220,7 @@ def test_an_unsupported_class_names_the_eval_and_class(
     assert code == 2
     err = capsys.readouterr().err
     assert "qa-unsupported.dev.v0" in err
-    assert "evals.elsuite.multiple_choice:MultipleChoice" in err
+    assert "evals.elsuite.bluff.eval:BluffEval" in err
 
 
 def test_an_unknown_eval_offers_close_names(

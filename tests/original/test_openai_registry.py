@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers.fake import DATA, Fake
 from helpers.openai_registry import openai_evals_registry
 
@@ -30,13 +31,27 @@ def test_every_set_resolves_to_the_originals_evals(upstream: Path) -> None:
     registry = Registry()
     registry.add_registry_paths([upstream])
     names = registry.eval_set_names()
-    # Its sets, and of ours only the one it does not have.
-    assert sorted(set(names) - set(EXPECTED)) == ["test-graded"]
+    # Its sets, and of ours only those it does not have.
+    assert sorted(set(names) - set(EXPECTED)) == ["mmlu", "test-graded"]
     assert set(EXPECTED) <= set(names)
     for name, keys in EXPECTED.items():
         ours = [spec.key for spec in registry.resolve(name).evals]
         assert sorted(ours) == sorted(keys), name
         assert len(ours) == len(set(ours))
+
+
+def test_the_bundled_mmlu_set_runs_its_57_subjects_as_it_defines_them(upstream: Path) -> None:
+    registry = Registry()
+    registry.add_registry_paths([upstream])
+    specs = registry.resolve("mmlu").evals
+    assert len(specs) == 57
+    assert all(spec.registry_path == upstream for spec in specs)  # its definitions win
+    entries = yaml.safe_load((upstream / "evals" / "mmlu.yaml").read_text())
+    assert sorted(spec.key for spec in specs) == sorted(
+        k for k, v in entries.items() if "class" in v
+    )
+    alone = Registry().resolve("mmlu").evals  # the bundled ones are the same evals
+    assert [(s.key, s.cls, s.args) for s in alone] == [(s.key, s.cls, s.args) for s in specs]
 
 
 def test_its_names_take_over_from_the_bundled_registry(upstream: Path) -> None:

@@ -526,6 +526,13 @@ CLASSES: dict[str, type[Eval]] = {
 ELSEWHERE = {
     "oaievalset.engine.modelgraded:ModelBasedClassify": "oaievalset.engine.modelgraded",
     "evals.elsuite.modelgraded.classify:ModelBasedClassify": "oaievalset.engine.modelgraded",
+    # Hugging Face datasets: the module imports `datasets` only when an eval reads one.
+    "oaievalset.engine.benchmarks:MultipleChoice": "oaievalset.engine.benchmarks",
+    "oaievalset.engine.benchmarks:Lambada": "oaievalset.engine.benchmarks",
+    "oaievalset.engine.benchmarks:MMMU": "oaievalset.engine.benchmarks",
+    "evals.elsuite.multiple_choice:MultipleChoice": "oaievalset.engine.benchmarks",
+    "evals.elsuite.lambada:Lambada": "oaievalset.engine.benchmarks",
+    "evals.elsuite.mmmu.eval:MMMU": "oaievalset.engine.benchmarks",
 }
 
 
@@ -540,7 +547,10 @@ def eval_class(cls_path: str, eval_name: str) -> type[Eval]:
         provided: type[Eval] = getattr(module, cls_path.partition(":")[2])
         return provided
     module_name, _, attr = cls_path.partition(":")
-    supported = "Match, Includes, FuzzyMatch, JsonMatch, TestMatch, ModelBasedClassify"
+    supported = (
+        "Match, Includes, FuzzyMatch, JsonMatch, TestMatch, ModelBasedClassify, "
+        "MultipleChoice, Lambada, MMMU"
+    )
     if module_name and attr and not module_name.startswith("evals."):
         try:
             found = getattr(importlib.import_module(module_name), attr)
