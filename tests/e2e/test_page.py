@@ -184,7 +184,12 @@ class Page:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.goto(path.resolve().as_uri())
 
+    def ready(self) -> None:
+        """Wait until the opened eval's samples have loaded (their script runs on open)."""
+        self.page.wait_for_function("() => !document.querySelector('#loading')", timeout=10_000)
+
     def rows(self) -> list[list[str]]:
+        self.ready()
         return [
             [td.inner_text() for td in tr.query_selector_all("td")]
             for tr in self.page.query_selector_all("#samples tr[data-sample]")
@@ -245,6 +250,7 @@ def test_a_large_record_is_paged(browser: Any, tmp_path: Path) -> None:
     page = Page(browser, report)
     try:
         page.page.click("a[data-eval='big.dev.v0']")
+        page.ready()
         assert len(page.rows()) == 50
         assert "3000 sample(s), page 1 of 60" in page.page.inner_text("#pager")
         page.page.click("button[name=next]")
@@ -252,6 +258,7 @@ def test_a_large_record_is_paged(browser: Any, tmp_path: Path) -> None:
         page.page.select_option("select[name=filter]", "wrong")
         assert "2999 sample(s)" in page.page.inner_text("#pager")
         assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
     finally:
         page.close()
 
@@ -378,7 +385,17 @@ def test_the_pages_data_holds_no_angle_bracket_that_could_end_its_script(hostile
     data = text.split('<script type="application/json" id="data">', 1)[1].split("</script>")[0]
     assert "<" not in data and ">" not in data and "&" not in data
     assert "\u2028" not in data and "\u2029" not in data
-    samples = json.loads(data)["evals"][0]["cells"][HOSTILE_NAME]["samples"]
+    parsed = json.loads(data)
+    assert parsed["models"] == [HOSTILE_NAME]  # the escapes mean the same text
+    cell = parsed["evals"][0]["cells"][HOSTILE_NAME]
+    assert cell["n"] == 2
+    # The samples are a script beside the page, held to the same rule.
+    script = (hostile.parent / "report_files" / f"{cell['samples']}.js").read_text("utf-8")
+    assert "<" not in script and ">" not in script and "&" not in script
+    assert "\u2028" not in script and "\u2029" not in script
+    prefix = f'oaievalsetSamples("{cell["samples"]}", '
+    assert script.startswith(prefix) and script.endswith(");\n")
+    samples = json.loads(script[len(prefix) : -len(");\n")])
     assert samples[0][2] == f"A {HOSTILE}"  # the escapes mean the same text
 
 
@@ -402,7 +419,12 @@ def test_hostile_text_is_shown_as_text_and_never_run(hostile: Path, browser: Any
         runs = page.page.inner_text("#runs")
         assert "--max_samples 2" in runs and HOSTILE_NAME in runs
         assert page.page.evaluate("typeof window.__pwned") == "undefined"
-        assert not page.page.query_selector("#grid img, #drill img, #runs img, script[src]")
+        assert not page.page.query_selector("#grid img, #drill img, #runs img")
+        # The only scripts from files are the samples' scripts beside the page.
+        scripts = page.page.eval_on_selector_all(
+            "script[src]", "els => els.map(e => e.getAttribute('src'))"
+        )
+        assert scripts and all(re.fullmatch(r"report_files/[0-9a-f]{20}\.js", s) for s in scripts)
         assert page.errors == []
     finally:
         page.close()
@@ -497,30 +519,35 @@ def test_eight_models_get_eight_colours_and_names_wrap_only_between_words(
     browser: Any, tmp_path: Path
 ) -> None:
     from oaievalset.compare import Cell, Comparison
-    from oaievalset.files import atomic_write
     from oaievalset.present import page as htmlpage
-    from oaievalset.records import Record, Sample
+    from oaievalset.summaries import SummaryCache
 
     models = [f"org_{i}/a_rather_long_model_name_{i}" for i in range(8)]
     evals = ["mmlu_high_school_macroeconomics_questions_and_answers.val.choice-v1", "tiny.dev.v0"]
     cells = {}
     for i, model in enumerate(models):
-        for name in evals:
-            samples = [
-                Sample(
-                    f"{name}.{n}", "Why?", f"answer \ud800 {n}", "because", n % 2 == 0, None, None
-                )
-                for n in range(3)
-            ]  # a lone surrogate, as json.loads gives it for "\ud800" in a record
-            spec = {"created_at": "2025-01-31 12:00:00.5+00:00",
+        for e, name in enumerate(evals):
+            spec = {"created_at": "2025-01-31 12:00:00.5+00:00", "completion_fns": [model],
                     "run_config": {"command": f"oaieval {model} {name}"}}  # fmt: skip
-            record = Record(tmp_path / f"{i}.jsonl", {"accuracy": i / 8}, samples, None, [], spec)
+            # A lone surrogate in an answer, as json.loads gives it for "\ud800" in a record.
+            events = [
+                {"sample_id": f"{name}.{n}", "type": t, "data": d}
+                for n in range(3)
+                for t, d in (
+                    ("sampling", {"prompt": "Why?", "sampled": [f"answer \ud800 {n}"]}),
+                    ("match", {"correct": n % 2 == 0, "expected": "because"}),
+                )
+            ]
+            lines = [{"spec": spec}, *events, {"final_report": {"accuracy": i / 8}}]
+            path = tmp_path / f"{i}-{e}.jsonl"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            record = SummaryCache(None).summary(path)
             cells[(model, name)] = Cell(
                 model, name, "done", "accuracy", i / 8, {"accuracy": i / 8}, 3, 1.0,
                 None, None, None, record, None,
             )  # fmt: skip
     path = tmp_path / "page.html"
-    atomic_write(path, htmlpage.render(Comparison("big-set", models, evals, cells, []), "t"))
+    htmlpage.write(path, Comparison("big-set", models, evals, cells, []), "t")
     page = Page(browser, path)
     try:
         page.page.set_viewport_size({"width": 480, "height": 800})

@@ -1,10 +1,18 @@
-"""The report page: one self-contained HTML file (no request leaves it; it opens from
-file://) with the grid of eval by model, the runs (when, with which command), a chart of
-each eval's headline metric per model (inline SVG made here), and each eval's samples,
-filtered and paged by a little script."""
+"""The report page: an HTML file and a folder beside it (`report.html`, `report_files/`),
+self-contained (no request leaves them; they open from file://). The page holds the grid
+of eval by model, the runs (when, with which command), a chart of each eval's headline
+metric per model (inline SVG made here) and the summaries; each record's samples are a
+script of their own in the folder, loaded by a script element when its eval is opened
+(browsers refuse `fetch` of file://, not scripts), then filtered and paged.
+
+A record's script is named after the record's path, size and modification time: a page
+written again rewrites only the scripts of records that changed, and removes the scripts
+no record of it names any more."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import json
 import math
@@ -12,13 +20,16 @@ import re
 import shlex
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from oaievalset.compare import Cell, Comparison
 from oaievalset.present.compare import grid_rows
-from oaievalset.records import Record, Sample
+from oaievalset.records import Record, RecordSummary, Sample, read_record
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down
+SAMPLES_VERSION = 1  # of the samples' scripts: raised when a row changes, so all are rewritten
 # Tableau's ten colours, told apart by most eyes; generated hues after them.
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
            "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#79706e")  # fmt: skip
@@ -35,7 +46,65 @@ def color(index: int) -> str:
     return f"hsl({(step * 137.508 + 20) % 360:.1f} 62% {lightness}%)"
 
 
-def render(comparison: Comparison, title: str) -> str:
+class SampleFiles:
+    """The folder beside a page (`report_files/` for `report.html`) that holds a script
+    per record: `oaievalsetSamples(ID, [rows...])`."""
+
+    def __init__(self, page: Path) -> None:
+        self.folder = page.with_name(f"{page.stem}_files")
+        self.href = quote(self.folder.name)  # relative to the page
+        self.named: set[str] = set()  # the scripts the page being written names
+
+    def name(self, summary: RecordSummary) -> str | None:
+        """The script of this state of the record, or None when there is no file."""
+        if summary.size < 0:
+            return None
+        key = f"{SAMPLES_VERSION}\0{summary.path}\0{summary.size}\0{summary.mtime_ns}"
+        return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+    def write(self, record: Record, summary: RecordSummary) -> None:
+        """The record's script (given the record read in full, as compare.compare does)."""
+        from oaievalset.files import atomic_write
+
+        name = self.name(summary)
+        if name is None:
+            return
+        rows = _script_json([_sample_row(s) for s in record.samples])
+        atomic_write(self.folder / f"{name}.js", f'oaievalsetSamples("{name}", {rows});\n')
+
+    def ensure(self, summary: RecordSummary) -> str | None:
+        """The record's script, written when the folder lacks it (reading the record)."""
+        name = self.name(summary)
+        if name is None:
+            return None
+        self.named.add(name)
+        if not (self.folder / f"{name}.js").exists():
+            self.write(read_record(summary.path), summary)
+        return name
+
+    def prune(self) -> None:
+        """Remove the scripts the page no longer names (records replaced by later runs)."""
+        if not self.folder.is_dir():
+            return
+        for script in self.folder.glob("*.js"):
+            if script.stem not in self.named:
+                with contextlib.suppress(OSError):
+                    script.unlink()
+
+
+def write(path: Path, comparison: Comparison, title: str, files: SampleFiles | None = None) -> None:
+    """The page at `path` and its samples' scripts beside it: the scripts first, so that the
+    page never names one that is not there yet."""
+    from oaievalset.files import atomic_write
+
+    files = files or SampleFiles(path)
+    text = render(comparison, title, files)
+    atomic_write(path, text)
+    files.prune()
+
+
+def render(comparison: Comparison, title: str, files: SampleFiles) -> str:
+    """The page's HTML; each record's script is written into `files` if it is not there."""
     data = {
         "title": title,
         "models": comparison.models,
@@ -43,7 +112,7 @@ def render(comparison: Comparison, title: str) -> str:
             {
                 "name": name,
                 "cells": {
-                    model: _cell_data(comparison, model, name)
+                    model: _cell_data(comparison, model, name, files)
                     for model in comparison.models
                     if comparison.cell(model, name) is not None
                 },
@@ -51,6 +120,7 @@ def render(comparison: Comparison, title: str) -> str:
             for name in comparison.evals
         ],
         "pageSize": PAGE_SIZE,
+        "files": files.href,
     }
     page = _PAGE.format(
         title=html.escape(title),
@@ -78,7 +148,7 @@ def _script_json(data: Any) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:
+def _cell_data(comparison: Comparison, model: str, name: str, files: SampleFiles) -> dict[str, Any]:
     cell = comparison.cell(model, name)
     assert cell is not None
     record = cell.record
@@ -87,7 +157,8 @@ def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:
         "status": cell.status,
         "metric": cell.metric,
         "value": cell.value if cell.value is not None and math.isfinite(cell.value) else None,
-        "samples": [_sample_row(s) for s in record.samples] if record else [],
+        "samples": files.ensure(record) if record else None,  # the script that has them
+        "n": record.samples if record else 0,
         "problems": list(record.problems) if record else ["no record: the eval has not completed"],
         "record": str(record.path) if record and record.path.name else None,
         "command": [shlex.quote(w) for w in command] if command else None,  # quoted words
@@ -283,7 +354,7 @@ def _runs_html(comparison: Comparison) -> str:
     )
 
 
-def _set_command(eval_set: str, model: str, record: Record) -> tuple[str, ...] | None:
+def _set_command(eval_set: str, model: str, record: RecordSummary) -> tuple[str, ...] | None:
     """`oaievalset MODEL SET ARGS...` from the record's `oaieval MODEL EVAL ARGS...`."""
     command = record.command
     if not command:
@@ -299,12 +370,12 @@ def _command_html(command: tuple[str, ...]) -> str:
     return f'<code class="command">{words}</code>'
 
 
-def _eval_of(record: Record) -> str:
+def _eval_of(record: RecordSummary) -> str:
     name = (record.spec or {}).get("eval_name")
     return str(name) if name else record.path.name
 
 
-def _span(records: list[Record]) -> str:
+def _span(records: list[RecordSummary]) -> str:
     """When the records were made: `2024-01-31 12:00 UTC`, or a span of two times."""
     moments = [m for r in records if r.created_at and (m := _moment(r.created_at))]
     if not moments:
@@ -411,6 +482,24 @@ _SCRIPT = r"""
   var data = JSON.parse(document.getElementById("data").textContent);
   var view = document.getElementById("drill");
   var state = {eval: null, model: null, other: null, filter: "all", page: 0};
+  var byName = {}, loaded = {}, asked = {}, failed = {};
+  data.evals.forEach(function (ev) { byName[ev.name] = ev; });
+  // Each record's samples are a script beside the page, run when its eval is opened.
+  window.oaievalsetSamples = function (id, rows) { loaded[id] = rows; draw(); };
+  function need(cell) {
+    // The samples of the cell, or null while its script loads (it is asked for once).
+    if (!cell || !cell.samples) return [];
+    var id = cell.samples;
+    if (loaded[id]) return loaded[id];
+    if (!asked[id] && !failed[id]) {
+      asked[id] = true;
+      var script = document.createElement("script");
+      script.src = data.files + "/" + id + ".js";
+      script.onerror = function () { failed[id] = true; draw(); };
+      document.head.appendChild(script);
+    }
+    return failed[id] ? [] : null;
+  }
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -435,16 +524,8 @@ _SCRIPT = r"""
     }
     return document.createTextNode(value);
   }
-  function find(name) {
-    for (var i = 0; i < data.evals.length; i++) {
-      if (data.evals[i].name === name) return data.evals[i];
-    }
-    return null;
-  }
-  function rows() {
-    var ev = find(state.eval), cell = ev.cells[state.model];
-    var list = cell ? cell.samples : [];
-    var other = state.other && ev.cells[state.other] ? ev.cells[state.other].samples : null;
+  function find(name) { return byName[name] || null; }
+  function rows(list, other) {
     var byId = {};
     if (other) other.forEach(function (s) { byId[s[0]] = s; });
     return list.filter(function (s) {
@@ -511,7 +592,21 @@ _SCRIPT = r"""
       if (meta.childNodes.length) view.appendChild(meta);
     }
     (cell ? cell.problems : []).forEach(function (p) { view.appendChild(el("p", p, "problems")); });
-    var list = rows(), size = data.pageSize;
+    var mine = need(cell), theirs = state.other ? need(ev.cells[state.other]) : null;
+    [cell, state.other && ev.cells[state.other]].forEach(function (c) {
+      if (c && failed[c.samples]) {
+        view.appendChild(el("p", "The samples' file " + data.files + "/" + c.samples +
+          ".js could not be read: keep the folder " + decodeURIComponent(data.files) +
+          " beside the page.", "problems"));
+      }
+    });
+    if (mine === null || (state.other && theirs === null)) {
+      var wait = el("p", "Loading " + (cell ? cell.n : 0) + " sample(s)\u2026");
+      wait.id = "loading";
+      view.appendChild(wait);
+      return;
+    }
+    var list = rows(mine, theirs), size = data.pageSize;
     var pages = Math.max(1, Math.ceil(list.length / size));
     state.page = Math.min(state.page, pages - 1);
     var nav = el("div", list.length + " sample(s), page " + (state.page + 1) + " of " +
@@ -567,7 +662,7 @@ _SCRIPT = r"""
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+ content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'self'">
 <title>{title}</title><style>{style}</style></head>
 <body>
 <h1>{title}</h1>
