@@ -211,6 +211,7 @@ def bench_scale() -> None:
             f"  {evals:6d} evals in {files:5d} files: {wall * 1000:7.0f} ms, peak {rss:6.1f} MB,"
             f" time per eval relative to 500 evals: {growth:.2f}"
         )
+    bench_report_scale()
 
 
 def bench_overhead(rounds: int = 3) -> None:
@@ -382,6 +383,70 @@ def bench_small(rounds: int = 3, sizes: Sequence[int] = (6, 20), latency: float 
             )
     finally:
         server.stop()
+
+
+def _big_set_registry(count: int, samples: int) -> Path:
+    """A registry of `count` Match evals of `samples` questions each, in set `big-set`."""
+    root = WORK / f"big-set-{count}x{samples}"
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for folder in ("evals", "eval_sets", "data/big"):
+        (root / folder).mkdir(parents=True)
+    specs = []
+    for n in range(count):
+        lines = (
+            {"input": [{"role": "user", "content": f"Eval {n}, question {i}?"}], "ideal": f"A{i}"}
+            for i in range(samples)
+        )
+        (root / "data" / "big" / f"{n}.jsonl").write_text(
+            "".join(json.dumps(line) + "\n" for line in lines)
+        )
+        specs.append(
+            f"big{n:04}.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
+            f"  args:\n    samples_jsonl: big/{n}.jsonl\n"
+        )
+    (root / "evals" / "big.yaml").write_text("".join(specs))
+    (root / "eval_sets" / "big.yaml").write_text('big-set:\n  evals: ["big*"]\n')
+    (root / ".complete").write_text("")
+    return root
+
+
+def bench_report_scale(count: int = 300, samples: int = 2_000, rounds: int = 3) -> None:
+    """The report of a big set: `count` evals of `samples` samples run with `dummy`, then a
+    resume with nothing to run (it writes the table, report.json and the page again), and
+    `--compare` of the set: their time and peak memory, and the page's size."""
+    say(f"a set of {count} evals of {samples:,} samples, `oaievalset dummy big-set`:")
+    root = _big_set_registry(count, samples)
+    progress = WORK / "big-set-progress"
+    shutil.rmtree(progress, ignore_errors=True)
+    env = {
+        **os.environ,
+        "OAIEVALSET_PROGRESS_DIR": str(progress),
+        "OAIEVAL_RECORD_DIR": str(WORK / "big-set-records"),
+    }
+    shutil.rmtree(WORK / "big-set-records", ignore_errors=True)
+    run = [str(OURS_BIN / "oaievalset"), "dummy", "big-set", "--registry_path", str(root)]
+    wall, rss = peak_rss_mb([*run, "-j", "2"], env)
+    say(f"  the run (-j 2):                    {wall:7.2f} s, peak {rss:6.1f} MB")
+    resumes = [peak_rss_mb(run, env) for _ in range(rounds)]
+    wall = statistics.median(r[0] for r in resumes)
+    rss = max(r[1] for r in resumes)
+    say(f"  a resume with nothing to run:      {wall:7.2f} s, peak {rss:6.1f} MB"
+        "  (target: 3 s, 150 MB)")  # fmt: skip
+    compares = [
+        peak_rss_mb([str(OURS_BIN / "oaievalset"), "--compare", "big-set"], env)
+        for _ in range(rounds)
+    ]
+    wall = statistics.median(r[0] for r in compares)
+    rss = max(r[1] for r in compares)
+    say(f"  --compare big-set (summaries kept): {wall:6.2f} s, peak {rss:6.1f} MB")
+    state = progress / "dummy.big-set.progress.d"
+    page = (state / "report.html").stat().st_size
+    scripts = list((state / "report_files").glob("*.js"))
+    size = sum(p.stat().st_size for p in scripts)
+    say(f"  report.html {page / 2**20:.2f} MB (target < 5 MB); its samples: {len(scripts)} "
+        f"scripts beside it, {size / 2**20:.1f} MB")  # fmt: skip
 
 
 def _many_small_registry(count: int, samples: int) -> tuple[Path, dict[str, str]]:
@@ -788,7 +853,8 @@ def bench_baseline(rounds: int = 7) -> None:
 SECTIONS: dict[str, Callable[[], None]] = {
     "startup": lambda: bench_startup(rounds=7),
     "plan": lambda: bench_plan(rounds=5),
-    "scale": bench_scale,
+    "scale": bench_scale,  # the plan over big registries, then the report of a big set
+    "report": bench_report_scale,  # that report alone
     "overhead": bench_overhead,
     "parallel": bench_parallel,
     "engine": bench_engine,
@@ -802,7 +868,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "install": bench_install,
     "baseline": bench_baseline,  # not in the default run: BASELINE=REV python bench/run.py baseline
 }
-DEFAULT = [name for name in SECTIONS if name != "baseline"]
+DEFAULT = [name for name in SECTIONS if name not in ("baseline", "report")]
 
 
 def main(argv: Sequence[str]) -> int:
