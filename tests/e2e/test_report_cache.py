@@ -99,7 +99,7 @@ def test_a_changed_record_is_read_again_and_only_it(state: Path, isolated: Path)
 
 def test_a_record_that_grows_is_read_again(tmp_path: Path) -> None:
     record = tmp_path / "r.jsonl"
-    lines = [{"spec": {"completion_fns": ["m"]}}]
+    lines: list[dict[str, Any]] = [{"spec": {"completion_fns": ["m"]}}]
     lines += [{"sample_id": "e.0", "type": "match", "data": {"correct": True}}]
     record.write_text("".join(json.dumps(line) + "\n" for line in lines))
     cache = SummaryCache(tmp_path / "cache.json")
