@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from oaievalset.compare import Cell, Comparison
 from oaievalset.present.compare import grid_rows
+from oaievalset.prices import format_cost
 from oaievalset.records import Record, RecordSummary, Sample, read_record
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down
@@ -125,6 +126,8 @@ def render(comparison: Comparison, title: str, files: SampleFiles) -> str:
     page = _PAGE.format(
         title=html.escape(title),
         metric=_metric_caption(comparison),
+        summary=_summary_html(comparison),
+        controls=_controls_html(comparison),
         grid=_grid_html(comparison),
         runs=_runs_html(comparison),
         chart_title=html.escape(_chart_title(comparison)),
@@ -270,43 +273,87 @@ def _metric_caption(comparison: Comparison) -> str:
 
 
 def _grid_html(comparison: Comparison) -> str:
+    """The grid: a row per eval, a column per model, and for two models and more a column
+    of the difference between two of them (filled by the script); each cell carries its
+    value and status, which the script sorts and filters by. The totals are the foot."""
     header, rows = grid_rows(comparison)
     mixed = len(_metrics(comparison)) > 1
-    head = [f"<th>{html.escape(header[0])}</th>"]
+    two = len(comparison.models) > 1
+    head = [f'<th data-sort="name" title="sort by name">{html.escape(header[0])}</th>']
     for i, model in enumerate(comparison.models):
         head.append(
-            f'<th class="model"><i class="swatch" style="background:{color(i)}"></i>'
+            f'<th class="model" data-sort="{i}" title="sort by this model\'s metric">'
+            f'<i class="swatch" style="background:{color(i)}"></i>'
             f'<span class="name">{_name_html(model)}</span></th>'
         )
+    if two:
+        head.append('<th class="diff" data-sort="diff" title="sort by the difference">'
+                    "difference</th>")  # fmt: skip
     body = []
     for row in rows[:-1]:
         name = row[0]
         metric = _row_metric(comparison, name)
-        cells = []
+        cells, statuses = [], set()
         for model, text in zip(comparison.models, row[1:]):
             cell = comparison.cell(model, name)
             status = cell.status if cell else "not run"
+            statuses.add(status)
             other = cell.metric if cell and cell.metric and cell.metric != metric else ""
             tokens = f"{cell.usage.total_tokens:,} tokens" if cell and cell.usage else ""
             took = f"{cell.duration:.1f} s" if cell and cell.duration is not None else ""
             detail = " · ".join(x for x in (other, tokens, took) if x)
             tip = _cell_title(cell)
+            value = cell.value if cell and cell.value is not None else None
+            number = f"{value!r}" if value is not None and math.isfinite(value) else ""
             cells.append(
                 f'<td class="cell s-{html.escape(status.replace(" ", "-"))}" '
-                f'data-model="{html.escape(model)}"{tip}>{html.escape(text)}'
-                f'<div class="detail">{html.escape(detail)}</div></td>'
+                f'data-model="{html.escape(model)}" data-value="{number}"{tip}>'
+                f'{html.escape(text)}<div class="detail">{html.escape(detail)}</div></td>'
             )
+        if two:
+            cells.append('<td class="diff"></td>')
         label = f'<div class="detail">{html.escape(metric)}</div>' if metric and mixed else ""
         body.append(
-            f'<tr><th class="eval"><a href="#" class="name" data-eval="{html.escape(name)}">'
+            f'<tr data-statuses="{html.escape("|".join(sorted(statuses)))}">'
+            f'<th class="eval"><a href="#" class="name" data-eval="{html.escape(name)}">'
             f"{_name_html(name)}</a>{label}</th>{''.join(cells)}</tr>"
         )
     totals = "".join(f"<td>{html.escape(t)}</td>" for t in rows[-1][1:])
-    body.append(f'<tr class="totals"><th>{html.escape(rows[-1][0])}</th>{totals}</tr>')
+    totals += "<td></td>" if two else ""
     return (
         f'<table id="grid"><thead><tr>{"".join(head)}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<tbody>{''.join(body)}</tbody>"
+        f'<tfoot><tr class="totals"><th>{html.escape(rows[-1][0])}</th>{totals}</tr></tfoot>'
+        "</table>"
     )
+
+
+def _controls_html(comparison: Comparison) -> str:
+    """Above the grid: a search by name, a filter by status and, for two models and more,
+    which two the difference column compares."""
+    statuses = sorted({c.status for c in comparison.cells.values()})
+    if any(comparison.cell(m, e) is None for m in comparison.models for e in comparison.evals):
+        statuses.append("not run")
+    options = "".join(f'<option value="{html.escape(s)}">{html.escape(s)}</option>'
+                      for s in statuses)  # fmt: skip
+    parts = [
+        '<label>Search <input type="search" name="search" placeholder="eval name"></label>',
+        f'<label>Status <select name="status"><option value="">any</option>{options}'
+        "</select></label>",
+    ]
+    models = comparison.models
+    if len(models) > 1:
+
+        def pick(name: str, chosen: int) -> str:
+            choices = "".join(
+                f'<option value="{i}"{" selected" if i == chosen else ""}>{html.escape(m)}</option>'
+                for i, m in enumerate(models)
+            )
+            return f'<select name="{name}">{choices}</select>'
+
+        parts.append(f"<label>Difference {pick('diff-a', 1)} minus {pick('diff-b', 0)}</label>")
+    parts.append('<span id="shown"></span>')
+    return f'<div id="grid-controls">{"".join(parts)}</div>'
 
 
 def _cell_title(cell: Cell | None) -> str:
@@ -316,6 +363,48 @@ def _cell_title(cell: Cell | None) -> str:
     when = _when(record.created_at) if record else None
     text = "\n".join(x for x in (shlex.join(command) if command else None, when) if x)
     return f' title="{html.escape(text)}"' if text else ""
+
+
+def _summary_html(comparison: Comparison) -> str:
+    """The head of the page: per model, its evals done and failed, the mean of the headline
+    metric, the tokens and the cost."""
+    metrics = _metrics(comparison)
+    mean = f"mean {metrics[0]}" if len(metrics) == 1 else "mean metric"
+    head = "".join(
+        f"<th>{html.escape(h)}</th>"
+        for h in ("model", "evals", "done", "failed", "other", mean, "tokens", "cost")
+    )
+    rows = []
+    for i, model in enumerate(comparison.models):
+        cells = [c for (m, _), c in comparison.cells.items() if m == model]
+        agg = comparison.aggregate(model)
+        failed = sum(c.status in _FAILED for c in cells)
+        other = agg["evals"] - agg["done"] - failed
+        reported = any(c.usage for c in cells)
+        tokens = f"{agg['usage']['total_tokens']:,}" if reported else "-"
+        values = [
+            str(agg["evals"]),
+            str(agg["done"]),
+            str(failed),
+            str(other),
+            "-" if agg["mean"] is None else f"{agg['mean']:.3f}",
+            tokens,
+            format_cost(agg["cost"]),
+        ]
+        tds = "".join(
+            f'<td class="{"bad" if n == 2 and failed else ""}">{html.escape(v)}</td>'
+            for n, v in enumerate(values)
+        )
+        rows.append(
+            f'<tr><th><i class="swatch" style="background:{color(i)}"></i>'
+            f'<span class="name">{_name_html(model)}</span></th>{tds}</tr>'
+        )
+    return (
+        f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+_FAILED = ("failed", "timed out", "incomplete")
 
 
 def _runs_html(comparison: Comparison) -> str:
@@ -391,7 +480,8 @@ def _span(records: list[RecordSummary]) -> str:
 def _chart_svg(comparison: Comparison) -> str:
     """For each eval, its name on a line, then a bar per model (named at its left) of the
     headline metric, scaled to the largest value."""
-    models, evals = comparison.models, comparison.evals
+    models = comparison.models
+    evals, cut = _charted(comparison)
     values = [
         c.value for c in comparison.cells.values() if c.value is not None and math.isfinite(c.value)
     ]
@@ -438,9 +528,43 @@ def _chart_svg(comparison: Comparison) -> str:
         for i, m in enumerate(models)
     )
     return (
-        f'<div class="legend">{legend}</div><svg id="chart" xmlns="http://www.w3.org/2000/svg" '
+        f'<div class="legend">{legend}</div>{cut}'
+        f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" role="img">{"".join(parts)}</svg>'
     )
+
+
+CHART_EACH_END = 20  # a chart of more evals than twice this shows the top and the bottom
+
+
+def _charted(comparison: Comparison) -> tuple[list[str], str]:
+    """The evals the chart shows: all of them, or, for a big set, the CHART_EACH_END with
+    the highest mean headline value over the models and as many with the lowest (evals
+    without a value left out), with a caption that says so."""
+    evals = comparison.evals
+    if len(evals) <= 2 * CHART_EACH_END:
+        return list(evals), ""
+    means = {}
+    for name in evals:
+        found = [
+            c.value
+            for m in comparison.models
+            if (c := comparison.cell(m, name)) and c.value is not None and math.isfinite(c.value)
+        ]
+        if found:
+            means[name] = sum(found) / len(found)
+    position = {name: i for i, name in enumerate(evals)}
+    ranked = sorted(means, key=lambda n: (-means[n], position[n]))
+    if len(ranked) <= 2 * CHART_EACH_END:
+        shown = ranked
+    else:
+        shown = ranked[:CHART_EACH_END] + ranked[-CHART_EACH_END:]
+    caption = (
+        f'<p class="caption" id="chart-cut">The {CHART_EACH_END} evals with the highest mean '
+        f"and the {CHART_EACH_END} with the lowest, of {len(evals)} (of {len(means)} with a "
+        f"value); the grid has them all, and sorts by any model.</p>"
+    )
+    return shown, caption
 
 
 def _chart_label(comparison: Comparison, name: str, mixed: bool) -> str:
@@ -475,6 +599,12 @@ svg text.model{font-size:11px;fill:#555;text-anchor:end}
 tr.wrong td{background:#fdf1f1}tr.errored td{background:#fff6dd}
 #controls{margin:8px 0}#controls label{margin-right:12px}.problems{color:#a33}
 #meta{color:#555;font-size:13px}#meta code{overflow-wrap:anywhere}
+#summary td{text-align:right}#summary td.bad{color:#a33;font-weight:bold}
+.lead{color:#555;margin-bottom:4px}
+#grid-controls{margin:8px 0}#grid-controls label{margin-right:14px}#shown{color:#777}
+#grid thead th[data-sort]{cursor:pointer}#grid thead th.asc:after{content:" \\25B2"}
+#grid thead th.desc:after{content:" \\25BC"}#grid tbody tr.hidden{display:none}
+#grid td.diff{text-align:right;white-space:nowrap}.up{color:#2a7a2a}.down{color:#a33}
 """
 
 _SCRIPT = r"""
@@ -645,6 +775,79 @@ _SCRIPT = r"""
     });
     view.appendChild(table);
   }
+  // The grid: search by name, filter by status, sort by any column, the difference.
+  var grid = document.getElementById("grid"), body = grid.tBodies[0];
+  var all = Array.prototype.slice.call(body.rows);
+  var search = document.querySelector("input[name=search]");
+  var status = document.querySelector("select[name=status]");
+  var diffA = document.querySelector("select[name=diff-a]");
+  var diffB = document.querySelector("select[name=diff-b]");
+  var sorted = {key: null, down: false};
+  function valueOf(tr, i) {
+    var text = tr.cells[1 + i].getAttribute("data-value");
+    return text === "" || text === null ? null : parseFloat(text);
+  }
+  function differences() {
+    if (!diffA) return;
+    var a = +diffA.value, b = +diffB.value;
+    all.forEach(function (tr) {
+      var x = valueOf(tr, a), y = valueOf(tr, b), td = tr.cells[tr.cells.length - 1];
+      td.className = "diff";
+      if (x === null || y === null) { td.textContent = "-"; td.dataset.value = ""; return; }
+      var d = x - y;
+      td.dataset.value = String(d);
+      td.textContent = (d > 0 ? "+" : d < 0 ? "\u2212" : "") + Math.abs(d).toFixed(3);
+      if (d) td.classList.add(d > 0 ? "up" : "down");
+    });
+  }
+  function keyOf(tr, key) {
+    if (key === "name") return tr.cells[0].textContent;
+    var text = key === "diff" ? tr.cells[tr.cells.length - 1].dataset.value
+      : tr.cells[1 + (+key)].getAttribute("data-value");
+    return text === "" || text === undefined || text === null ? null : parseFloat(text);
+  }
+  function arrange() {
+    var rows = all.slice();
+    if (sorted.key !== null) {
+      var sign = sorted.down ? -1 : 1;
+      rows.sort(function (r, s) {
+        var x = keyOf(r, sorted.key), y = keyOf(s, sorted.key);
+        if (x === null || y === null) return x === y ? 0 : (x === null ? 1 : -1);  // last
+        return (x < y ? -1 : x > y ? 1 : 0) * sign;
+      });
+    }
+    var words = search.value.trim().toLowerCase(), want = status.value, shown = 0;
+    rows.forEach(function (tr) {
+      var name = tr.cells[0].querySelector("a").dataset.eval.toLowerCase();
+      var ok = (!words || name.indexOf(words) >= 0) &&
+        (!want || tr.dataset.statuses.split("|").indexOf(want) >= 0);
+      tr.classList.toggle("hidden", !ok);
+      if (ok) shown++;
+      body.appendChild(tr);
+    });
+    document.getElementById("shown").textContent = shown + " of " + all.length + " evals";
+  }
+  grid.tHead.querySelectorAll("th[data-sort]").forEach(function (th) {
+    th.addEventListener("click", function () {
+      var key = th.dataset.sort;
+      // Names first A to Z, numbers first highest; a second click turns it round.
+      sorted.down = sorted.key === key ? !sorted.down : key !== "name";
+      sorted.key = key;
+      grid.tHead.querySelectorAll("th").forEach(function (h) {
+        h.classList.remove("asc", "desc");
+      });
+      th.classList.add(sorted.down ? "desc" : "asc");
+      arrange();
+    });
+  });
+  search.addEventListener("input", arrange);
+  status.addEventListener("change", arrange);
+  [diffA, diffB].forEach(function (s) {
+    if (s) s.addEventListener("change", function () { differences(); arrange(); });
+  });
+  differences();
+  document.getElementById("shown").textContent = all.length + " evals";
+
   document.querySelectorAll("a[data-eval]").forEach(function (a) {
     a.addEventListener("click", function (e) {
       e.preventDefault();
@@ -666,13 +869,14 @@ _PAGE = """<!DOCTYPE html>
 <title>{title}</title><style>{style}</style></head>
 <body>
 <h1>{title}</h1>
+{summary}
+<p class="lead">When each model's evals ran, and the command, as their records give it.</p>
+{runs}
 <h2>Results</h2>
 <p class="caption">{metric}</p>
+{controls}
 {grid}
 <ul class="notes">{notes}</ul>
-<h2>Runs</h2>
-<p class="caption">When each model's evals ran, and the command, as their records give it.</p>
-{runs}
 <h2>{chart_title}</h2>
 {chart}
 <div id="drill"><p>Click an eval to see its samples.</p></div>
