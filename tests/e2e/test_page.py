@@ -574,3 +574,163 @@ def test_eight_models_get_eight_colours_and_names_wrap_only_between_words(
         assert page.errors == []
     finally:
         page.close()
+
+
+# -- a big set: the landing page, samples loaded on open, search, sort, status, difference --
+
+
+def test_a_big_sets_page_holds_the_grid_and_loads_only_the_samples_opened(
+    browser: Any, tmp_path: Path
+) -> None:
+    """60 evals of 200 samples, run for real with `dummy`, opened offline."""
+    root = tmp_path / "reg"
+    for folder in ("evals", "eval_sets", "data"):
+        (root / folder).mkdir(parents=True)
+    specs = []
+    for n in range(60):
+        lines = [{"input": f"Eval {n} question {i}", "ideal": f"A{i}"} for i in range(200)]
+        (root / "data" / f"{n}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        specs.append(
+            f"many{n:02}.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
+            f"  args:\n    samples_jsonl: {n}.jsonl\n"
+        )
+    (root / "evals" / "many.yaml").write_text("".join(specs))
+    (root / "eval_sets" / "many.yaml").write_text('many:\n  evals: ["many*"]\n')
+    env = {"OAIEVALSET_PROGRESS_DIR": str(tmp_path / "progress")}
+    done = run_cli(["dummy", "many", "--registry_path", str(root), "-j", "2"], env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = Path(done.stderr.split("oaievalset: page: ")[1].split()[0])
+    scripts = sorted((report.parent / "report_files").glob("*.js"))
+    assert len(scripts) == 60
+    assert "dummy response" not in report.read_text()  # no sample in the landing page
+    page = Page(browser, report)
+    try:
+        assert len(page.page.query_selector_all("#grid tbody tr")) == 60
+        summary = page.page.eval_on_selector_all(
+            "#summary tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))"
+        )
+        assert summary[0] == ["model", "evals", "done", "failed", "other", "mean accuracy",
+                              "tokens", "cost"]  # fmt: skip
+        assert summary[1] == ["dummy", "60", "60", "0", "0", "0.000", "-", "-"]
+        assert "oaievalset dummy many --registry_path" in page.page.inner_text("#runs")
+        assert "60 evals" in page.page.inner_text("#shown")
+        assert "of 60" in page.page.inner_text("#chart-cut")
+        assert len(page.page.query_selector_all("#chart text.label")) == 40
+        assert len(page.requests) == 1  # the page alone: no samples until an eval is opened
+        page.page.click("a[data-eval='many07.dev.v0']")
+        assert len(page.rows()) == 50
+        assert "200 sample(s), page 1 of 4" in page.page.inner_text("#pager")
+        assert page.rows()[0][2] == "This is a dummy response."
+        assert len(page.requests) == 2 and page.requests[1].endswith(".js")
+        assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
+    finally:
+        page.close()
+
+
+def synthetic_comparison(tmp_path: Path, evals: int) -> Any:
+    """Two models over `evals` evals with real records on disk: model-a's accuracy is
+    (n % 10) / 10, model-b's 0.5; every seventh eval of model-b (14 of 100) failed, with
+    no record."""
+    from oaievalset.compare import Cell, Comparison
+    from oaievalset.records import Usage
+    from oaievalset.summaries import SummaryCache
+
+    models, names = ["model-a", "model-b"], [f"ev-{n:03}.dev.v0" for n in range(evals)]
+    cells = {}
+    for model in models:
+        for n, name in enumerate(names):
+            if model == "model-b" and n % 7 == 3:
+                cells[(model, name)] = Cell(
+                    model, name, "failed", None, None, {}, None, None, None, None, None, None, None
+                )
+                continue
+            value = (n % 10) / 10 if model == "model-a" else 0.5
+            spec = {"completion_fns": [model], "created_at": "2025-02-01 10:00:00+00:00",
+                    "run_config": {"command": f"oaieval {model} {name}"}}  # fmt: skip
+            events = [
+                {"sample_id": f"{name}.{i}", "type": "match",
+                 "data": {"correct": i < value * 10, "expected": "x", "sampled": ["y"]}}
+                for i in range(10)
+            ]  # fmt: skip
+            lines = [{"spec": spec}, *events, {"final_report": {"accuracy": value}}]
+            path = tmp_path / f"{model}-{n}.jsonl"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            cells[(model, name)] = Cell(
+                model, name, "done", "accuracy", value, {"accuracy": value}, 10, 1.0,
+                Usage(10, 5, 15), None, None, SummaryCache(None).summary(path), None,
+            )  # fmt: skip
+    return Comparison("synthetic", models, names, cells, [])
+
+
+def test_the_grid_searches_sorts_filters_and_shows_the_difference(
+    browser: Any, tmp_path: Path
+) -> None:
+    from oaievalset.present import page as htmlpage
+
+    path = tmp_path / "page.html"
+    htmlpage.write(path, synthetic_comparison(tmp_path, 100), "synthetic")
+    page = Page(browser, path)
+
+    def names() -> list[str]:
+        return list(page.page.eval_on_selector_all(
+            "#grid tbody tr:not(.hidden) a", "els => els.map(e => e.dataset.eval)"
+        ))  # fmt: skip
+
+    def column(index: int) -> list[str]:
+        return list(page.page.eval_on_selector_all(
+            "#grid tbody tr:not(.hidden)",
+            f"rows => rows.map(r => r.cells[{index}].innerText.split('\\n')[0])",
+        ))  # fmt: skip
+
+    try:
+        summary = page.page.inner_text("#summary")
+        assert "model-b\t100\t86\t14\t0\t0.500\t1,290\t-" in summary
+        assert "model-a\t100\t100\t0\t0\t0.450\t1,500\t-" in summary
+        # The difference, model-b minus model-a by default, each row.
+        diffs = column(3)
+        assert diffs[0] == "+0.500" and diffs[3] == "-" and diffs[9] == "\u22120.400"
+        page.page.select_option("select[name=diff-a]", "0")
+        page.page.select_option("select[name=diff-b]", "1")
+        assert column(3)[9] == "+0.400"
+        # Sorted by the difference, highest first, the failed cells (no difference) last.
+        page.page.click("#grid th[data-sort=diff]")
+        diffs = column(3)
+        # (ev-059 has model-a's highest, but model-b failed it)
+        assert diffs[:9] == ["+0.400"] * 9 and diffs[-14:] == ["-"] * 14
+        values = [float(d.replace("\u2212", "-")) for d in diffs[:-14]]
+        assert values == sorted(values, reverse=True)
+        # By model-a's metric, then turned round.
+        page.page.click("#grid th[data-sort='0']")
+        first = [float(c.split()[0]) for c in column(1)]
+        assert first == sorted(first, reverse=True) and first[0] == 0.9
+        page.page.click("#grid th[data-sort='0']")
+        assert [float(c.split()[0]) for c in column(1)] == sorted(first)
+        page.page.click("#grid th[data-sort=name]")
+        assert names() == sorted(names()) and len(names()) == 100
+        # Search by name, and filter by status.
+        page.page.fill("input[name=search]", "ev-05")
+        assert names() == [f"ev-05{n}.dev.v0" for n in range(10)]
+        assert page.page.inner_text("#shown") == "10 of 100 evals"
+        page.page.select_option("select[name=status]", "failed")
+        assert names() == ["ev-052.dev.v0", "ev-059.dev.v0"]
+        page.page.fill("input[name=search]", "")
+        assert len(names()) == 14
+        # The chart: the 20 highest and the 20 lowest means of 100.
+        labels = page.page.eval_on_selector_all(
+            "#chart text.label", "els => els.map(e => e.textContent)"
+        )
+        # ev-059 first: its mean is model-a's 0.9 alone, model-b has no value for it.
+        assert len(labels) == 40 and labels[:3] == [
+            "ev-059.dev.v0",
+            "ev-038.dev.v0",
+            "ev-009.dev.v0",
+        ]
+        # A filtered grid still opens an eval, and the totals stay at the foot.
+        page.page.click("a[data-eval='ev-059.dev.v0']")
+        assert len(page.rows()) == 10
+        assert "mean / tokens" in page.page.inner_text("#grid tfoot")
+        assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
+    finally:
+        page.close()
