@@ -64,7 +64,13 @@ class SampleFiles:
         return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
     def write(self, record: Record, summary: RecordSummary) -> None:
-        """The record's script (given the record read in full, as compare.compare does)."""
+        """The record's script, given the record read in full (compare.compare hands each
+        record it reads here). A folder that cannot be written is left to `ensure`, which
+        tries again and lets the error reach whoever writes the page."""
+        with contextlib.suppress(OSError):
+            self._write(record, summary)
+
+    def _write(self, record: Record, summary: RecordSummary) -> None:
         from oaievalset.files import atomic_write
 
         name = self.name(summary)
@@ -80,7 +86,7 @@ class SampleFiles:
             return None
         self.named.add(name)
         if not (self.folder / f"{name}.js").exists():
-            self.write(read_record(summary.path), summary)
+            self._write(read_record(summary.path), summary)
         return name
 
     def prune(self) -> None:
