@@ -436,17 +436,142 @@ def bench_report_scale(count: int = 300, samples: int = 2_000, rounds: int = 3) 
         "  (target: 3 s, 150 MB)")  # fmt: skip
     compares = [
         peak_rss_mb([str(OURS_BIN / "oaievalset"), "--compare", "big-set"], env)
-        for _ in range(rounds)
+        for _ in range(rounds + 1)
     ]
-    wall = statistics.median(r[0] for r in compares)
+    wall = statistics.median(r[0] for r in compares[1:])
     rss = max(r[1] for r in compares)
-    say(f"  --compare big-set (summaries kept): {wall:6.2f} s, peak {rss:6.1f} MB")
+    say(f"  --compare big-set: first {compares[0][0]:.2f} s (it writes its page's samples), "
+        f"then {wall:.2f} s; peak {rss:.1f} MB")  # fmt: skip
     state = progress / "dummy.big-set.progress.d"
     page = (state / "report.html").stat().st_size
     scripts = list((state / "report_files").glob("*.js"))
     size = sum(p.stat().st_size for p in scripts)
     say(f"  report.html {page / 2**20:.2f} MB (target < 5 MB); its samples: {len(scripts)} "
         f"scripts beside it, {size / 2**20:.1f} MB")  # fmt: skip
+    say(f"  in headless Chromium, offline: {open_page(state / 'report.html')}")
+
+
+def open_page(path: Path) -> str:
+    """The page opened from file:// in Debian's headless Chromium without a network (when
+    `unshare -n` works): its first paint, the grid's rows, the first eval opened, and what
+    it asked for and complained of."""
+    chromium = os.environ.get("OAIEVALSET_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "not measured (pip install playwright)"
+    if not os.path.exists(chromium):
+        return f"not measured ({chromium} is missing)"
+    executable = chromium
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+        executable = str(WORK / "chromium-offline")
+        Path(executable).write_text(f'#!/bin/sh\nexec {unshare} -n {chromium} "$@"\n')
+        Path(executable).chmod(0o755)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            requests: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.resolve().as_uri())
+            paint = page.evaluate(
+                "() => (performance.getEntriesByType('paint')"
+                ".find(e => e.name === 'first-contentful-paint') || {startTime: -1}).startTime"
+            )
+            rows = len(page.query_selector_all("#grid tbody tr"))
+            began = time.perf_counter()
+            page.click("#grid tbody a[data-eval]")
+            page.wait_for_selector("#samples tr[data-sample]")
+            opened = time.perf_counter() - began
+            shown = page.inner_text("#pager").split(",")[0]
+            outside = [u for u in requests if not u.startswith("file://")]
+        finally:
+            browser.close()
+    return (
+        f"first contentful paint {paint:.0f} ms, {rows} rows in the grid; the first eval "
+        f"opened in {opened * 1000:.0f} ms ({shown}); {len(requests)} requests, "
+        f"{len(outside)} outside file://; {len(errors)} console errors"
+    )
+
+
+def _full_openai_registry() -> Path:
+    """The whole registry of openai/evals 3.0.1.post1, data included (about 750 MB), with
+    a set `all-dev` of every `*.dev.v0` eval in it."""
+    import zipfile
+
+    from helpers.openai_registry import VERSION, WHEEL, openai_evals_registry
+
+    target = WORK / f"evals-{VERSION}-full" / "registry"
+    if (target / ".complete").exists():
+        return target
+    openai_evals_registry(WORK)  # downloads the wheel once
+    with zipfile.ZipFile(WORK / WHEEL) as archive:
+        for name in archive.namelist():
+            if name.startswith("evals/registry/"):
+                archive.extract(name, WORK / f"evals-{VERSION}-full" / "_unpack")
+    shutil.rmtree(target, ignore_errors=True)
+    (WORK / f"evals-{VERSION}-full" / "_unpack" / "evals" / "registry").rename(target)
+    (target / "eval_sets" / "zz-all-dev.yaml").write_text('all-dev:\n  evals: ["*.dev.v0"]\n')
+    (target / ".complete").write_text("")
+    return target
+
+
+def bench_report_openai(rounds: int = 3) -> None:
+    """The report of every `*.dev.v0` eval of the openai/evals registry run with `dummy`
+    (some of them fail: classes our oaieval does not have), then a resume with nothing to
+    run and --compare: time, peak memory and the page's size."""
+    root = _full_openai_registry()
+    progress, records = WORK / "all-dev-progress", WORK / "all-dev-records"
+    for folder in (progress, records):
+        shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "OAIEVALSET_PROGRESS_DIR": str(progress),
+           "OAIEVAL_RECORD_DIR": str(records)}  # fmt: skip
+    run = [str(OURS_BIN / "oaievalset"), "dummy", "all-dev", "--registry_path", str(root)]
+    # --no-exit-on-error: the evals that fail do not stop the others (the run exits 1).
+    began = time.perf_counter()
+    done = subprocess.run(
+        [*run, "-j", "2", "--no-exit-on-error"], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - began
+    state = progress / "dummy.all-dev.progress.d"
+    report = json.loads((state / "report.json").read_text())
+    say(f"openai/evals registry, every *.dev.v0 eval ({len(report['evals'])}) with dummy:")
+    say(f"  the run (-j 2): {wall:.1f} s, exit {done.returncode}, {report['counts']}")
+    # A resume runs the failed evals again (they are never recorded): it is work, and the
+    # report is written for the whole set after it.
+    resumes = [peak_rss_mb_any([*run, "--no-exit-on-error"], env) for _ in range(rounds)]
+    say(f"  a resume (runs the failed ones again): {statistics.median(r[0] for r in resumes):.2f}"
+        f" s, peak {max(r[1] for r in resumes):.1f} MB")  # fmt: skip
+    compares = [
+        peak_rss_mb([str(OURS_BIN / "oaievalset"), "--compare", "all-dev"], env)
+        for _ in range(rounds)
+    ]
+    say(f"  --compare all-dev: first {compares[0][0]:.2f} s (writes its samples' scripts), "
+        f"then {statistics.median(r[0] for r in compares[1:]):.2f} s; "
+        f"peak {max(r[1] for r in compares):.1f} MB")  # fmt: skip
+    page = (state / "report.html").stat().st_size
+    scripts = list((state / "report_files").glob("*.js"))
+    size = sum(p.stat().st_size for p in scripts)
+    say(f"  report.html {page / 2**20:.2f} MB; its samples: {len(scripts)} scripts beside it, "
+        f"{size / 2**20:.1f} MB")  # fmt: skip
+
+
+def peak_rss_mb_any(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """As peak_rss_mb, whatever the exit code (a set with failing evals exits 1)."""
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "t = time.perf_counter() - t; "
+        "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(out[0]), float(out[1])
 
 
 def _many_small_registry(count: int, samples: int) -> tuple[Path, dict[str, str]]:
@@ -855,6 +980,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "plan": lambda: bench_plan(rounds=5),
     "scale": bench_scale,  # the plan over big registries, then the report of a big set
     "report": bench_report_scale,  # that report alone
+    "report-openai": bench_report_openai,  # every *.dev.v0 of openai/evals, with dummy
     "overhead": bench_overhead,
     "parallel": bench_parallel,
     "engine": bench_engine,
@@ -868,7 +994,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "install": bench_install,
     "baseline": bench_baseline,  # not in the default run: BASELINE=REV python bench/run.py baseline
 }
-DEFAULT = [name for name in SECTIONS if name not in ("baseline", "report")]
+DEFAULT = [name for name in SECTIONS if name not in ("baseline", "report", "report-openai")]
 
 
 def main(argv: Sequence[str]) -> int:
