@@ -403,7 +403,7 @@ def _compare_main(argv: Sequence[str]) -> int:
     base = Path(progress_dir())
     page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"
     files = htmlpage.SampleFiles(page)
-    grid = compare.compare(args.compare, base, models, prices, on_read=files.write)
+    grid = compare.compare(args.compare, base, models, prices, sink_for=files.sink_for)
     if not grid.cells:  # a page and a grid of nothing would look like a result
         raise UsageError(compare.nothing_to_compare(args.compare, base, models))
     if not models and len(grid.models) > 1:

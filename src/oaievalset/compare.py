@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from oaievalset.errors import OaiEvalSetError, UsageError
 from oaievalset.metrics import finite, headline
 from oaievalset.records import RecordSummary, Usage
-from oaievalset.summaries import CACHE_NAME, OnRead, SummaryCache
+from oaievalset.summaries import CACHE_NAME, SinkFor, SummaryCache
 
 if TYPE_CHECKING:
     from oaievalset.state.journal import CommandState
@@ -109,12 +109,12 @@ def compare(
     models: Sequence[str] | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
     commands: Sequence[Sequence[str]] | None = None,
-    on_read: OnRead | None = None,
+    sink_for: SinkFor | None = None,
 ) -> Comparison:
     """The set's grid for the given models (or every model that has run it): for each eval,
     its newest command, or, given `commands` (one model's run), exactly those. Each record
-    is read once, then summarised in its model's state folder; a record read in full is
-    handed to `on_read` (the page writes its samples then)."""
+    is read once, then summarised in its model's state folder; while a record is read, its
+    samples go to the sink `sink_for` gives (the page's script of them)."""
     from oaievalset.commands import command_id
     from oaievalset.state.progress import ProgressFile, progress_path, recorded_set
 
@@ -148,7 +148,7 @@ def compare(
             if name not in evals:
                 evals.append(name)
             done = tuple(state.get("command", [])) in recorded
-            cells[(model, name)] = _cell(model, name, state, done, prices, cache, on_read)
+            cells[(model, name)] = _cell(model, name, state, done, prices, cache, sink_for)
         cache.save()
         notes += _argument_notes(model, [c for (m, _), c in cells.items() if m == model])
     if prices:
@@ -210,7 +210,7 @@ def _cell(
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
     cache: SummaryCache,
-    on_read: OnRead | None,
+    sink_for: SinkFor | None,
 ) -> Cell:
     from oaievalset.outcome import read_outcome
     from oaievalset.prices import cost_of
@@ -222,7 +222,7 @@ def _cell(
     else:
         outcome = read_outcome(log)
     where = state.get("record") or outcome.record  # the journal's, if an executor moved it
-    record = cache.summary(where, on_read) if done and where else None
+    record = cache.summary(where, sink_for) if done and where else None
     metrics = outcome.metrics or (record.final_report if record and record.final_report else {})
     metric, value = headline(metrics)
     usage = Usage.of(metrics, "usage_") or (record.usage if record else None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from array import array
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -176,61 +178,158 @@ def _created_at(spec: dict[str, Any] | None) -> str | None:
 
 
 def read_record(path: Path | str | None) -> Record:
-    """The record at `path`, as far as it can be read: a line at a time, each event folded
-    into its sample as it comes, so that memory holds the samples, never the file."""
+    """The record at `path`, as far as it can be read, its samples in memory."""
+    samples: list[Sample] = []
+    record, _ = _scan(path, samples.append)
+    return record._replace(samples=samples)
+
+
+def stream_record(
+    path: Path | str | None,
+    each: Callable[[Sample], None] | None = None,
+    size: int = -1,
+    mtime_ns: int = -1,
+) -> RecordSummary:
+    """The record's summary, each of its samples handed to `each` in order as it is made:
+    memory holds one sample at a time and where each sample's lines are, never the file
+    nor all its samples. Two passes: one finds the final report, the spec and where each
+    sample's events are; the other folds each sample's events, in the samples' order.
+    `size` and `mtime_ns` are the file's as the caller found it, kept in the summary."""
+    record, (count, wrong, errored) = _scan(path, each)
+    return record.summary(size, mtime_ns)._replace(samples=count, wrong=wrong, errored=errored)
+
+
+def _scan(
+    path: Path | str | None, each: Callable[[Sample], None] | None
+) -> tuple[Record, tuple[int, int, int]]:
+    """The record without its samples, which go to `each`, and how many there were, wrong
+    and errored."""
+
+    def bare(where: Path, problem: str) -> tuple[Record, tuple[int, int, int]]:
+        return Record(where, None, [], None, [problem]), (0, 0, 0)
+
     if path is None:
-        return Record(Path(""), None, [], None, ["no record: the eval's log names none"])
+        return bare(Path(""), "no record: the eval's log names none")
     path = Path(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed below, after the errors
     except FileNotFoundError:
-        return Record(path, None, [], None, [f"{path}: the record is missing"])
+        return bare(path, f"{path}: the record is missing")
     except OSError as exc:
-        return Record(path, None, [], None, [f"{path}: cannot read the record ({exc.strerror})"])
+        return bare(path, f"{path}: cannot read the record ({exc.strerror})")
     report: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
-    samples: dict[str, _Folded] = {}
+    where = _Offsets()  # where each sample's event lines are
     problems: list[str] = []
     more = 0  # problems counted past MAX_PROBLEMS
     usage: Usage | None = None  # of the sampling events, for a record without a report
     with stream:
+        offset = 0
         # Binary lines end at "\n" only: text lines would also end at a U+2028 inside a
         # string, which a record written with ensure_ascii=False holds as it is.
         for lineno, raw in enumerate(stream, start=1):
-            line = raw.decode("utf-8", errors="replace")
-            if not line.strip():
+            at, offset = offset, offset + len(raw)
+            data = _line(raw)
+            if data is _BLANK:
                 continue
-            try:
-                data = json.loads(line)  # the original writes a bare NaN: json reads it
-            except ValueError:
+            if data is _NOT_JSON:
                 cut = not raw.endswith(b"\n")  # only the last line can lack its end
                 what = "the record is cut short here" if cut else "not JSON"
                 more += _problem(problems, f"{path}:{lineno}: {what}")
-                continue
-            if not isinstance(data, dict):
+            elif not isinstance(data, dict):
                 more += _problem(problems, f"{path}:{lineno}: not a record line")
             elif "final_report" in data:
                 report = data["final_report"] if isinstance(data["final_report"], dict) else {}
             elif "spec" in data and isinstance(data["spec"], dict) and spec is None:
                 spec = data["spec"]
             elif isinstance(data.get("sample_id"), str) and isinstance(data.get("data"), dict):
-                sample_id = data["sample_id"]
-                folded = samples.get(sample_id)
-                if folded is None:
-                    folded = samples[sample_id] = _Folded(sample_id)
-                folded.add(data)
+                where.add(data["sample_id"], at)
                 if data.get("type") == "sampling":
                     used = Usage.of(data["data"].get("usage"))
                     if used is not None:
                         usage = used if usage is None else usage + used
-    if more:
-        problems.append(f"{path}: and {more} more lines like these")
-    if report is None and not problems:
-        problems.append(f"{path}: the record has no final report (the eval did not finish)")
-    usage = (Usage.of(report, "usage_") if report else None) or usage
-    dummy = (spec or {}).get("completion_fns") == ["dummy"]
-    ordered = sorted(samples.values(), key=lambda f: _order(f.sample_id))
-    return Record(path, report, [f.sample(dummy) for f in ordered], usage, problems, spec)
+            del data  # a long line is not kept while the next is read
+        if more:
+            problems.append(f"{path}: and {more} more lines like these")
+        if report is None and not problems:
+            problems.append(f"{path}: the record has no final report (the eval did not finish)")
+        usage = (Usage.of(report, "usage_") if report else None) or usage
+        dummy = (spec or {}).get("completion_fns") == ["dummy"]
+        count = wrong = errored = 0
+        for sample_id, offsets in where.in_order():
+            folded = _Folded(sample_id)
+            for at in offsets:
+                stream.seek(at)
+                event = _line(stream.readline())
+                if isinstance(event, dict) and isinstance(event.get("data"), dict):
+                    folded.add(event)  # (a record rewritten since the first pass: skipped)
+            sample = folded.sample(dummy)
+            count += 1
+            wrong += sample.correct is False
+            errored += bool(sample.error)
+            if each is not None:
+                each(sample)
+    return Record(path, report, [], usage, problems, spec), (count, wrong, errored)
+
+
+class _Offsets:
+    """The offsets of each sample's event lines, in little memory: while every id is
+    `PREFIX.N` with one prefix (as both engines write them), one integer per event,
+    N << 40 | offset, in an array (8 bytes an event); else a list per id."""
+
+    SHIFT = 40  # offsets below 1 TiB
+
+    def __init__(self) -> None:
+        self.prefix: str | None = None
+        self.packed = array("q")
+        self.by_id: dict[str, list[int]] | None = None  # once an id is not PREFIX.N
+
+    def add(self, sample_id: str, offset: int) -> None:
+        if self.by_id is None:
+            head, _, tail = sample_id.rpartition(".")
+            fits = tail.isdigit() and str(int(tail)) == tail and offset < 1 << self.SHIFT
+            if fits and (self.prefix is None or head == self.prefix) and int(tail) < 1 << 22:
+                self.prefix = head
+                self.packed.append(int(tail) << self.SHIFT | offset)
+                return
+            self.by_id = {}
+            for key in self.packed:
+                number, at = key >> self.SHIFT, key & ((1 << self.SHIFT) - 1)
+                self.by_id.setdefault(f"{self.prefix}.{number}", []).append(at)
+            self.packed = array("q")
+        self.by_id.setdefault(sample_id, []).append(offset)
+
+    def in_order(self) -> Iterator[tuple[str, list[int]]]:
+        """Each sample id, by its index, with the offsets of its events in file order."""
+        if self.by_id is not None:
+            for sample_id in sorted(self.by_id, key=_order):
+                yield sample_id, self.by_id.pop(sample_id)
+            return
+        keys, self.packed = sorted(self.packed), array("q")
+        mask = (1 << self.SHIFT) - 1
+        number, offsets = -1, list[int]()
+        for key in keys:
+            if key >> self.SHIFT != number:
+                if offsets:
+                    yield f"{self.prefix}.{number}", offsets
+                number, offsets = key >> self.SHIFT, []
+            offsets.append(key & mask)
+        if offsets:
+            yield f"{self.prefix}.{number}", offsets
+
+
+_BLANK, _NOT_JSON = object(), object()
+
+
+def _line(raw: bytes) -> Any:
+    """A record line's JSON value, or _BLANK, or _NOT_JSON."""
+    line = raw.decode("utf-8", errors="replace")
+    if not line.strip():
+        return _BLANK
+    try:
+        return json.loads(line)  # the original writes a bare NaN: json reads it
+    except ValueError:
+        return _NOT_JSON
 
 
 MAX_PROBLEMS = 20  # lines named of a record that is not JSON at all; the rest counted

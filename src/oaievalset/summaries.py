@@ -9,14 +9,25 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from oaievalset.records import Record, RecordSummary, read_record
+from oaievalset.records import RecordSummary, Sample, stream_record
 
 CACHE_NAME = "record-summaries.json"
 FORMAT = 1  # raised when a summary's fields change: an older cache is then ignored
 
-OnRead = Callable[[Record, RecordSummary], None]  # given each record read in full
+
+class Sink(Protocol):
+    """Where a record's samples go, one at a time, while the record is read (the page's
+    script of them)."""
+
+    def add(self, sample: Sample) -> None: ...
+
+    def close(self) -> None: ...  # the record is read: its samples are all there
+
+
+# Given a record's path, size and modification time, before it is read: its sink, if any.
+SinkFor = Callable[[Path, int, int], "Sink | None"]
 
 
 class SummaryCache:
@@ -43,16 +54,17 @@ class SummaryCache:
             generation = data.get("generation")
             self.generation = generation if isinstance(generation, int) else 0
 
-    def summary(self, where: Path | str, on_read: OnRead | None = None) -> RecordSummary:
+    def summary(self, where: Path | str, sink_for: SinkFor | None = None) -> RecordSummary:
         """The record's summary: from the cache when the file is as it was then, else read
-        (a line at a time), handed to `on_read` and kept."""
+        (a line at a time, its samples handed one by one to the sink `sink_for` gives)
+        and kept."""
         path = Path(where)
         key = str(path)
         self.used.add(key)
         try:
             stat = os.stat(path)
         except OSError:  # missing or unreadable: read_record says which, nothing to keep
-            return read_record(path).summary()
+            return stream_record(path)
         entry = self.entries.get(key)
         if entry is not None and entry.get("key") == _key(stat):
             try:
@@ -61,10 +73,10 @@ class SummaryCache:
                 pass  # an entry not as we write them: read the record again
         # The file's state before the read: a record still being written that grows during
         # the read has another key next time, and is read again then.
-        record = read_record(path)
-        summary = record.summary(stat.st_size, stat.st_mtime_ns)
-        if on_read is not None:
-            on_read(record, summary)
+        sink = sink_for(path, stat.st_size, stat.st_mtime_ns) if sink_for else None
+        summary = stream_record(path, sink.add if sink else None, stat.st_size, stat.st_mtime_ns)
+        if sink is not None:
+            sink.close()
         self.read += 1
         self.entries[key] = {
             **summary.as_json(),

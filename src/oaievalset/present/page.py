@@ -16,18 +16,19 @@ import hashlib
 import html
 import json
 import math
+import os
 import re
 import shlex
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from oaievalset.compare import Cell, Comparison
 from oaievalset.present.compare import grid_rows
 from oaievalset.prices import format_cost
-from oaievalset.records import Record, RecordSummary, Sample, read_record
+from oaievalset.records import RecordSummary, Sample, stream_record
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down
 SAMPLES_VERSION = 1  # of the samples' scripts: raised when a row changes, so all are rewritten
@@ -56,37 +57,31 @@ class SampleFiles:
         self.href = quote(self.folder.name)  # relative to the page
         self.named: set[str] = set()  # the scripts the page being written names
 
-    def name(self, summary: RecordSummary) -> str | None:
-        """The script of this state of the record, or None when there is no file."""
-        if summary.size < 0:
-            return None
-        key = f"{SAMPLES_VERSION}\0{summary.path}\0{summary.size}\0{summary.mtime_ns}"
+    def name(self, path: Path, size: int, mtime_ns: int) -> str:
+        """The script of this state of the record."""
+        key = f"{SAMPLES_VERSION}\0{path}\0{size}\0{mtime_ns}"
         return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
-    def write(self, record: Record, summary: RecordSummary) -> None:
-        """The record's script, given the record read in full (compare.compare hands each
-        record it reads here). A folder that cannot be written is left to `ensure`, which
-        tries again and lets the error reach whoever writes the page."""
-        with contextlib.suppress(OSError):
-            self._write(record, summary)
-
-    def _write(self, record: Record, summary: RecordSummary) -> None:
-        from oaievalset.files import atomic_write
-
-        name = self.name(summary)
-        if name is None:
-            return
-        rows = _script_json([_sample_row(s) for s in record.samples])
-        atomic_write(self.folder / f"{name}.js", f'oaievalsetSamples("{name}", {rows});\n')
+    def sink_for(self, path: Path, size: int, mtime_ns: int) -> _Script | None:
+        """Where the samples of a record being read go (compare.compare asks for one per
+        record it reads). A folder that cannot be written is left to `ensure`, which tries
+        again and lets the error reach whoever writes the page."""
+        try:
+            return _Script(self.folder, self.name(path, size, mtime_ns))
+        except OSError:
+            return None
 
     def ensure(self, summary: RecordSummary) -> str | None:
-        """The record's script, written when the folder lacks it (reading the record)."""
-        name = self.name(summary)
-        if name is None:
+        """The record's script, written when the folder lacks it (reading the record), or
+        None when the record had no file."""
+        if summary.size < 0:
             return None
+        name = self.name(summary.path, summary.size, summary.mtime_ns)
         self.named.add(name)
         if not (self.folder / f"{name}.js").exists():
-            self._write(read_record(summary.path), summary)
+            script = _Script(self.folder, name)
+            stream_record(summary.path, script.add)
+            script.finish()
         return name
 
     def prune(self) -> None:
@@ -97,6 +92,54 @@ class SampleFiles:
             if script.stem not in self.named:
                 with contextlib.suppress(OSError):
                     script.unlink()
+
+
+class _Script:
+    """A record's samples' script, written a row at a time to a temporary sibling, then
+    renamed: whole or not at all. A row that cannot be written (a full disk) leaves no
+    script, and the page's writer says so."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{name}.js"
+        self.tmp = folder / f".{name}.js.{os.getpid()}.tmp"
+        self.out: IO[str] | None = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115
+        self.out.write(f'oaievalsetSamples("{name}", [')
+        self.first = True
+
+    def add(self, sample: Sample) -> None:
+        if self.out is None:
+            return
+        try:
+            self.out.write(("" if self.first else ",\n") + _script_json(_sample_row(sample)))
+        except OSError:
+            self._drop()
+        self.first = False
+
+    def close(self) -> None:
+        """The script complete, as far as it could be written (`finish` says if not)."""
+        with contextlib.suppress(OSError):
+            self.finish()
+
+    def finish(self) -> None:
+        if self.out is None:
+            raise OSError(f"could not write {self.path}")
+        try:
+            self.out.write("]);\n")
+            self.out.close()
+            os.replace(self.tmp, self.path)
+        except OSError:
+            self._drop()
+            raise
+        self.out = None
+
+    def _drop(self) -> None:
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                self.out.close()
+            self.out = None
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
 
 def write(path: Path, comparison: Comparison, title: str, files: SampleFiles | None = None) -> None:

@@ -292,7 +292,7 @@ def write_page(
         files = htmlpage.SampleFiles(path)
         # Exactly this run's commands: the page shows what the table and report.json show.
         grid = compare.compare(
-            eval_set, Path(progress_dir()), [model], prices, commands, on_read=files.write
+            eval_set, Path(progress_dir()), [model], prices, commands, sink_for=files.sink_for
         )
         htmlpage.write(path, grid, f"{eval_set}: {model}", files)
     except (OSError, OaiEvalSetError) as exc:
