@@ -140,3 +140,32 @@ def test_a_record_is_read_as_a_stream_as_far_as_it_goes(tmp_path: Path) -> None:
     assert read.problems[-1].endswith("and 11 more lines like these")
     summary = read.summary()
     assert (summary.samples, summary.wrong, summary.errored) == (2, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["e.dev.2", "e.dev.10", "e.dev.0"],  # one prefix: each event one packed integer
+        ["e.dev.2", "f.dev.1", "e.dev.007"],  # another prefix, a leading zero: by id
+    ],
+)
+def test_interleaved_events_are_folded_per_sample_in_index_order(
+    tmp_path: Path, ids: list[str]
+) -> None:
+    record = tmp_path / "r.jsonl"
+    lines: list[dict[str, Any]] = [{"spec": {"completion_fns": ["m"]}}]
+    # Every sample's sampling event first, then every match: as threads write them.
+    lines += [
+        {"sample_id": i, "type": "sampling", "data": {"prompt": f"p {i}", "sampled": [f"a {i}"]}}
+        for i in ids
+    ]
+    lines += [{"sample_id": i, "type": "match", "data": {"correct": i.endswith("0")}} for i in ids]
+    lines.append({"final_report": {"accuracy": 0.5}})
+    record.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    samples = read_record(record).samples
+    order = sorted(ids, key=lambda i: (int(i.rsplit(".", 1)[1]), i))
+    assert [s.id for s in samples] == order
+    for s in samples:
+        assert (s.prompt, s.answer, s.correct) == (f"p {s.id}", f"a {s.id}", s.id.endswith("0"))
+    summary = SummaryCache(None).summary(record)
+    assert (summary.samples, summary.wrong) == (3, sum(not i.endswith("0") for i in ids))
