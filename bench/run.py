@@ -427,8 +427,10 @@ def bench_report_scale(count: int = 300, samples: int = 2_000, rounds: int = 3) 
     }
     shutil.rmtree(WORK / "big-set-records", ignore_errors=True)
     run = [str(OURS_BIN / "oaievalset"), "dummy", "big-set", "--registry_path", str(root)]
-    wall, rss = peak_rss_mb([*run, "-j", "2"], env)
-    say(f"  the run (-j 2):                    {wall:7.2f} s, peak {rss:6.1f} MB")
+    wall, rss, code = driver_peak([*run, "-j", "2"], env)
+    if code != 0:
+        raise SystemExit(f"benchmark command failed ({code}): {run}")
+    say(f"  the run (-j 2):                    {wall:7.2f} s, oaievalset itself {rss:.1f} MB")
     resumes = [peak_rss_mb(run, env) for _ in range(rounds)]
     wall = statistics.median(r[0] for r in resumes)
     rss = max(r[1] for r in resumes)
@@ -541,15 +543,12 @@ def bench_report_openai(rounds: int = 3) -> None:
            "OAIEVAL_RECORD_DIR": str(records)}  # fmt: skip
     run = [str(OURS_BIN / "oaievalset"), "dummy", "all-dev", "--registry_path", str(root)]
     # --no-exit-on-error: the evals that fail do not stop the others (the run exits 1).
-    began = time.perf_counter()
-    done = subprocess.run(
-        [*run, "-j", "2", "--no-exit-on-error"], env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - began
+    wall, peak, code = driver_peak([*run, "-j", "2", "--no-exit-on-error"], env)
     state = progress / "dummy.all-dev.progress.d"
     report = json.loads((state / "report.json").read_text())
     say(f"openai/evals registry, every *.dev.v0 eval ({len(report['evals'])}) with dummy:")
-    say(f"  the run (-j 2): {wall:.1f} s, exit {done.returncode}, {report['counts']}")
+    say(f"  the run (-j 2): {wall:.1f} s, exit {code}, {report['counts']}; "
+        f"oaievalset itself peaked at {peak:.1f} MB")  # fmt: skip
     # A resume runs the failed evals again (they are never recorded): it is work, and the
     # report is written for the whole set after it.
     resumes = [peak_rss_mb_any([*run, "--no-exit-on-error"], env) for _ in range(rounds)]
@@ -568,6 +567,27 @@ def bench_report_openai(rounds: int = 3) -> None:
     say(f"  report.html {page / 2**20:.2f} MB; its samples: {len(scripts)} scripts beside it, "
         f"{size / 2**20:.1f} MB")  # fmt: skip
     say(f"  in headless Chromium, offline: {open_page(state / 'report.html')}")
+
+
+def driver_peak(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall time, the peak memory (MB) of the oaievalset process alone (its VmHWM, read
+    until it exits; the evals it starts are not counted) and its exit code."""
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    peak = 0.0
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            break
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
+        time.sleep(0.05)
+    code = process.wait()
+    return time.perf_counter() - began, peak, code
 
 
 def peak_rss_mb_any(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
