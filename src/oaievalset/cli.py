@@ -381,7 +381,7 @@ def _compare_main(argv: Sequence[str]) -> int:
     from oaievalset.present import compare as show
     from oaievalset.present import page as htmlpage
     from oaievalset.prices import load_prices
-    from oaievalset.state.progress import progress_dir
+    from oaievalset.state.progress import ProgressFile, progress_dir, progress_path
 
     parser = _Parser(
         prog=f"{PROG} --compare",
@@ -404,6 +404,13 @@ def _compare_main(argv: Sequence[str]) -> int:
     page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"
     files = htmlpage.SampleFiles(page)
     grid = compare.compare(args.compare, base, models, prices, sink_for=files.sink_for)
+    # The samples' scripts the runs' own pages have: shared, not made again.
+    files.sources = [
+        htmlpage.SampleFiles(
+            ProgressFile(progress_path(m, args.compare, str(base))).state_dir / "report.html"
+        ).folder
+        for m in grid.models
+    ]
     if not grid.cells:  # a page and a grid of nothing would look like a result
         raise UsageError(compare.nothing_to_compare(args.compare, base, models))
     if not models and len(grid.models) > 1:

@@ -87,6 +87,11 @@ def test_a_changed_record_is_read_again_and_only_it(state: Path, isolated: Path)
     # The compare page's scripts are its own; the run's page keeps its until it is written.
     compare_files = {p.name for p in (isolated / "test-basic.compare_files").glob("*.js")}
     assert len(compare_files) == 4
+    # The unchanged records' scripts are the run's own, linked: not made again.
+    shared = compare_files & set(scripts)
+    assert len(shared) == 3
+    for name in shared:
+        assert (isolated / "test-basic.compare_files" / name).stat().st_ino == scripts[name][0]
     again = run_cli(["dummy", "test-basic"])
     assert again.returncode == 0, again.stderr
     now = scripts_of(state)

@@ -56,6 +56,9 @@ class SampleFiles:
         self.folder = page.with_name(f"{page.stem}_files")
         self.href = quote(self.folder.name)  # relative to the page
         self.named: set[str] = set()  # the scripts the page being written names
+        # Folders of other pages whose scripts this page may share (a comparison takes the
+        # runs' own): the same name is the same record in the same state.
+        self.sources: list[Path] = []
 
     def name(self, path: Path, size: int, mtime_ns: int) -> str:
         """The script of this state of the record."""
@@ -78,11 +81,37 @@ class SampleFiles:
             return None
         name = self.name(summary.path, summary.size, summary.mtime_ns)
         self.named.add(name)
-        if not (self.folder / f"{name}.js").exists():
+        if not (self.folder / f"{name}.js").exists() and not self._share(name):
             script = _Script(self.folder, name)
             stream_record(summary.path, script.add)
             script.finish()
         return name
+
+    def _share(self, name: str) -> bool:
+        """Another page's script of the record, linked here (copied where links cannot
+        be): the folder stays whole by itself, and the record is not read again."""
+        import shutil
+
+        for folder in self.sources:
+            found = folder / f"{name}.js"
+            if not found.is_file():
+                continue
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{name}.js.{os.getpid()}.tmp"
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            try:
+                try:
+                    os.link(found, tmp)
+                except OSError:  # another filesystem, or no links there
+                    shutil.copyfile(found, tmp)
+                os.replace(tmp, self.folder / f"{name}.js")
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                continue
+            return True
+        return False
 
     def prune(self) -> None:
         """Remove the scripts the page no longer names (records replaced by later runs)."""
