@@ -402,6 +402,11 @@ def _compare_main(argv: Sequence[str]) -> int:
     models = [m for m in (args.models or "").split(",") if m]
     base = Path(progress_dir())
     page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"
+    if page.is_dir():  # the page's scripts would go beside the folder, the page nowhere
+        raise UsageError(
+            f"--html {args.html} is a folder; give the page's file, e.g. "
+            f"--html {Path(args.html) / (args.compare + '.html')}"
+        )
     files = htmlpage.SampleFiles(page)
     grid = compare.compare(args.compare, base, models, prices, sink_for=files.sink_for)
     # The samples' scripts the runs' own pages have: shared, not made again.

@@ -174,3 +174,13 @@ def test_interleaved_events_are_folded_per_sample_in_index_order(
         assert (s.prompt, s.answer, s.correct) == (f"p {s.id}", f"a {s.id}", s.id.endswith("0"))
     summary = SummaryCache(None).summary(record)
     assert (summary.samples, summary.wrong) == (3, sum(not i.endswith("0") for i in ids))
+
+
+def test_a_page_given_as_a_folder_is_a_one_line_error(state: Path, tmp_path: Path) -> None:
+    done = run_cli(["--compare", "test-basic", "--html", str(tmp_path)])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"oaievalset: error: --html {tmp_path} is a folder; give the page's file, e.g. "
+        f"--html {tmp_path / 'test-basic.html'}"
+    ]
+    assert not tmp_path.with_name(f"{tmp_path.name}_files").exists()
