@@ -734,3 +734,23 @@ def test_the_grid_searches_sorts_filters_and_shows_the_difference(
         assert all(url.startswith("file://") for url in page.requests), page.requests
     finally:
         page.close()
+
+
+def test_a_page_without_its_folder_says_so_when_an_eval_is_opened(
+    runs: Path, browser: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "moved.html"
+    assert compare(runs, "--html", str(path)).returncode == 0
+    shutil.rmtree(tmp_path / "moved_files")  # the page sent without its folder
+    page = Page(browser, path)
+    try:
+        assert "1.000 n=6" in page.page.inner_text("#grid")  # the landing page is whole
+        page.page.click("a[data-eval='test-match.s1.simple-v0']")
+        page.ready()
+        drill = page.page.inner_text("#drill")
+        assert "could not be read: keep the folder moved_files beside the page" in drill
+        assert not page.page.query_selector("#samples")
+        # The browser's own note of the missing file, and nothing else.
+        assert page.errors and all("ERR_FILE_NOT_FOUND" in e for e in page.errors), page.errors
+    finally:
+        page.close()

@@ -801,13 +801,16 @@ _SCRIPT = r"""
     }
     (cell ? cell.problems : []).forEach(function (p) { view.appendChild(el("p", p, "problems")); });
     var mine = need(cell), theirs = state.other ? need(ev.cells[state.other]) : null;
+    var broken = false;
     [cell, state.other && ev.cells[state.other]].forEach(function (c) {
       if (c && failed[c.samples]) {
+        broken = true;
         view.appendChild(el("p", "The samples' file " + data.files + "/" + c.samples +
           ".js could not be read: keep the folder " + decodeURIComponent(data.files) +
           " beside the page.", "problems"));
       }
     });
+    if (broken) return;
     if (mine === null || (state.other && theirs === null)) {
       var wait = el("p", "Loading " + (cell ? cell.n : 0) + " sample(s)\u2026");
       wait.id = "loading";
