@@ -95,7 +95,8 @@ class SummaryCache:
         kept = {k: v for k, v in self.entries.items() if k in self.used or os.path.exists(k)}
         data = {"format": FORMAT, "generation": self.generation + 1, "records": kept}
         try:
-            atomic_write(self.path, json.dumps(data, ensure_ascii=False))
+            # ASCII: a lone surrogate (a path not in UTF-8, a record's text) stays an escape.
+            atomic_write(self.path, json.dumps(data))
         except OSError:
             return
         self.entries, self.generation, self.read = kept, self.generation + 1, 0

@@ -184,3 +184,15 @@ def test_a_page_given_as_a_folder_is_a_one_line_error(state: Path, tmp_path: Pat
         f"--html {tmp_path / 'test-basic.html'}"
     ]
     assert not tmp_path.with_name(f"{tmp_path.name}_files").exists()
+
+
+def test_a_summary_with_a_lone_surrogate_is_kept_and_read_back(tmp_path: Path) -> None:
+    record = tmp_path / "r.jsonl"
+    lines = [{"spec": {"eval_name": "e\ud800"}}, {"final_report": {"note": "x\udcff"}}]
+    record.write_text("".join(json.dumps(line) + "\n" for line in lines))  # as \ud800 escapes
+    cache = SummaryCache(tmp_path / "cache.json")
+    first = cache.summary(record)
+    cache.save()
+    again = SummaryCache(tmp_path / "cache.json")
+    assert again.summary(record) == first and again.read == 0
+    assert first.final_report == {"note": "x\udcff"}
