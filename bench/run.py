@@ -211,6 +211,7 @@ def bench_scale() -> None:
             f"  {evals:6d} evals in {files:5d} files: {wall * 1000:7.0f} ms, peak {rss:6.1f} MB,"
             f" time per eval relative to 500 evals: {growth:.2f}"
         )
+    bench_report_scale()
 
 
 def bench_overhead(rounds: int = 3) -> None:
@@ -382,6 +383,242 @@ def bench_small(rounds: int = 3, sizes: Sequence[int] = (6, 20), latency: float 
             )
     finally:
         server.stop()
+
+
+def _big_set_registry(count: int, samples: int) -> Path:
+    """A registry of `count` Match evals of `samples` questions each, in set `big-set`."""
+    root = WORK / f"big-set-{count}x{samples}"
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for folder in ("evals", "eval_sets", "data/big"):
+        (root / folder).mkdir(parents=True)
+    specs = []
+    for n in range(count):
+        lines = (
+            {"input": [{"role": "user", "content": f"Eval {n}, question {i}?"}], "ideal": f"A{i}"}
+            for i in range(samples)
+        )
+        (root / "data" / "big" / f"{n}.jsonl").write_text(
+            "".join(json.dumps(line) + "\n" for line in lines)
+        )
+        specs.append(
+            f"big{n:04}.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
+            f"  args:\n    samples_jsonl: big/{n}.jsonl\n"
+        )
+    (root / "evals" / "big.yaml").write_text("".join(specs))
+    (root / "eval_sets" / "big.yaml").write_text('big-set:\n  evals: ["big*"]\n')
+    (root / ".complete").write_text("")
+    return root
+
+
+def bench_report_scale(count: int = 300, samples: int = 2_000, rounds: int = 3) -> None:
+    """The report of a big set: `count` evals of `samples` samples run with `dummy`, then a
+    resume with nothing to run (it writes the table, report.json and the page again), and
+    `--compare` of the set: their time and peak memory, and the page's size."""
+    say(f"a set of {count} evals of {samples:,} samples, `oaievalset dummy big-set`:")
+    root = _big_set_registry(count, samples)
+    progress = WORK / "big-set-progress"
+    shutil.rmtree(progress, ignore_errors=True)
+    env = {
+        **os.environ,
+        "OAIEVALSET_PROGRESS_DIR": str(progress),
+        "OAIEVAL_RECORD_DIR": str(WORK / "big-set-records"),
+    }
+    shutil.rmtree(WORK / "big-set-records", ignore_errors=True)
+    run = [str(OURS_BIN / "oaievalset"), "dummy", "big-set", "--registry_path", str(root)]
+    wall, rss, code = driver_peak([*run, "-j", "2"], env)
+    if code != 0:
+        raise SystemExit(f"benchmark command failed ({code}): {run}")
+    say(f"  the run (-j 2):                    {wall:7.2f} s, oaievalset itself {rss:.1f} MB")
+    resumes = [peak_rss_mb(run, env) for _ in range(rounds)]
+    wall = statistics.median(r[0] for r in resumes)
+    rss = max(r[1] for r in resumes)
+    say(f"  a resume with nothing to run:      {wall:7.2f} s, peak {rss:6.1f} MB"
+        "  (target: 3 s, 150 MB)")  # fmt: skip
+    compares = [
+        peak_rss_mb([str(OURS_BIN / "oaievalset"), "--compare", "big-set"], env)
+        for _ in range(rounds + 1)
+    ]
+    wall = statistics.median(r[0] for r in compares[1:])
+    rss = max(r[1] for r in compares)
+    say(f"  --compare big-set: first {compares[0][0]:.2f} s (its samples' scripts linked from "
+        f"the run's page), then {wall:.2f} s; peak {rss:.1f} MB")  # fmt: skip
+    say(f"  {cold_compare('big-set', progress / 'dummy.big-set.progress.d', env)}")
+    state = progress / "dummy.big-set.progress.d"
+    page = (state / "report.html").stat().st_size
+    scripts = list((state / "report_files").glob("*.js"))
+    size = sum(p.stat().st_size for p in scripts)
+    say(f"  report.html {page / 2**20:.2f} MB (target < 5 MB); its samples: {len(scripts)} "
+        f"scripts beside it, {size / 2**20:.1f} MB")  # fmt: skip
+    say(f"  in headless Chromium, offline: {open_page(state / 'report.html')}")
+
+
+def cold_compare(eval_set: str, state: Path, env: dict[str, str]) -> str:
+    """--compare with nothing kept: no summaries, and a page elsewhere (so every record is
+    read, once, for its summary and its samples' script)."""
+    (state / "record-summaries.json").unlink(missing_ok=True)
+    page = WORK / f"cold-{eval_set}" / "page.html"
+    shutil.rmtree(page.parent, ignore_errors=True)
+    cmd = [str(OURS_BIN / "oaievalset"), "--compare", eval_set, "--html", str(page)]
+    wall, rss = peak_rss_mb(cmd, env)
+    scripts = len(list(page.with_name("page_files").glob("*.js")))
+    return (
+        f"--compare with nothing kept (no summaries, a page elsewhere): {wall:.2f} s, peak "
+        f"{rss:.1f} MB, {scripts} records read"
+    )
+
+
+def open_page(path: Path) -> str:
+    """The page opened from file:// in Debian's headless Chromium without a network (when
+    `unshare -n` works): its first paint, the grid's rows, the first eval opened, and what
+    it asked for and complained of."""
+    chromium = os.environ.get("OAIEVALSET_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "not measured (pip install playwright)"
+    if not os.path.exists(chromium):
+        return f"not measured ({chromium} is missing)"
+    executable = chromium
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+        executable = str(WORK / "chromium-offline")
+        Path(executable).write_text(f'#!/bin/sh\nexec {unshare} -n {chromium} "$@"\n')
+        Path(executable).chmod(0o755)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            requests: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.resolve().as_uri())
+            paint = page.evaluate(
+                """() => new Promise(resolve => {
+                  new PerformanceObserver(list => {
+                    const e = list.getEntries().find(e => e.name === 'first-contentful-paint');
+                    if (e) resolve(e.startTime);
+                  }).observe({type: 'paint', buffered: true});
+                  setTimeout(() => resolve(-1), 5000);
+                })"""
+            )
+            loaded = page.evaluate(
+                "() => performance.getEntriesByType('navigation')[0].loadEventEnd"
+            )
+            rows = len(page.query_selector_all("#grid tbody tr"))
+            began = time.perf_counter()
+            page.click("#grid tbody a[data-eval]")
+            page.wait_for_selector("#samples tr[data-sample]")
+            opened = time.perf_counter() - began
+            shown = page.inner_text("#pager").split(",")[0]
+            outside = [u for u in requests if not u.startswith("file://")]
+        finally:
+            browser.close()
+    return (
+        f"first contentful paint {paint:.0f} ms, loaded in {loaded:.0f} ms, {rows} rows in "
+        f"the grid; the first eval "
+        f"opened in {opened * 1000:.0f} ms ({shown}); {len(requests)} requests, "
+        f"{len(outside)} outside file://; {len(errors)} console errors"
+    )
+
+
+def _full_openai_registry() -> Path:
+    """The whole registry of openai/evals 3.0.1.post1, data included (about 750 MB), with
+    a set `all-dev` of every `*.dev.v0` eval in it."""
+    import zipfile
+
+    from helpers.openai_registry import VERSION, WHEEL, openai_evals_registry
+
+    target = WORK / f"evals-{VERSION}-full" / "registry"
+    if (target / ".complete").exists():
+        return target
+    openai_evals_registry(WORK)  # downloads the wheel once
+    with zipfile.ZipFile(WORK / WHEEL) as archive:
+        for name in archive.namelist():
+            if name.startswith("evals/registry/"):
+                archive.extract(name, WORK / f"evals-{VERSION}-full" / "_unpack")
+    shutil.rmtree(target, ignore_errors=True)
+    (WORK / f"evals-{VERSION}-full" / "_unpack" / "evals" / "registry").rename(target)
+    (target / "eval_sets" / "zz-all-dev.yaml").write_text('all-dev:\n  evals: ["*.dev.v0"]\n')
+    (target / ".complete").write_text("")
+    return target
+
+
+def bench_report_openai(rounds: int = 3) -> None:
+    """The report of every `*.dev.v0` eval of the openai/evals registry run with `dummy`
+    (some of them fail: classes our oaieval does not have), then a resume with nothing to
+    run and --compare: time, peak memory and the page's size."""
+    root = _full_openai_registry()
+    progress, records = WORK / "all-dev-progress", WORK / "all-dev-records"
+    for folder in (progress, records):
+        shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "OAIEVALSET_PROGRESS_DIR": str(progress),
+           "OAIEVAL_RECORD_DIR": str(records)}  # fmt: skip
+    run = [str(OURS_BIN / "oaievalset"), "dummy", "all-dev", "--registry_path", str(root)]
+    # --no-exit-on-error: the evals that fail do not stop the others (the run exits 1).
+    wall, peak, code = driver_peak([*run, "-j", "2", "--no-exit-on-error"], env)
+    state = progress / "dummy.all-dev.progress.d"
+    report = json.loads((state / "report.json").read_text())
+    say(f"openai/evals registry, every *.dev.v0 eval ({len(report['evals'])}) with dummy:")
+    say(f"  the run (-j 2): {wall:.1f} s, exit {code}, {report['counts']}; "
+        f"oaievalset itself peaked at {peak:.1f} MB")  # fmt: skip
+    # A resume runs the failed evals again (they are never recorded): it is work, and the
+    # report is written for the whole set after it.
+    resumes = [peak_rss_mb_any([*run, "--no-exit-on-error"], env) for _ in range(rounds)]
+    say(f"  a resume (runs the failed ones again): {statistics.median(r[0] for r in resumes):.2f}"
+        f" s, peak {max(r[1] for r in resumes):.1f} MB")  # fmt: skip
+    compares = [
+        peak_rss_mb([str(OURS_BIN / "oaievalset"), "--compare", "all-dev"], env)
+        for _ in range(rounds)
+    ]
+    say(f"  {cold_compare('all-dev', state, env)}")
+    say(f"  --compare all-dev: first {compares[0][0]:.2f} s (its samples' scripts linked), "
+        f"then {statistics.median(r[0] for r in compares[1:]):.2f} s; "
+        f"peak {max(r[1] for r in compares):.1f} MB")  # fmt: skip
+    page = (state / "report.html").stat().st_size
+    scripts = list((state / "report_files").glob("*.js"))
+    size = sum(p.stat().st_size for p in scripts)
+    say(f"  report.html {page / 2**20:.2f} MB; its samples: {len(scripts)} scripts beside it, "
+        f"{size / 2**20:.1f} MB")  # fmt: skip
+    say(f"  in headless Chromium, offline: {open_page(state / 'report.html')}")
+
+
+def driver_peak(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall time, the peak memory (MB) of the oaievalset process alone (its VmHWM, read
+    until it exits; the evals it starts are not counted) and its exit code."""
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    peak = 0.0
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            break
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
+        time.sleep(0.05)
+    code = process.wait()
+    return time.perf_counter() - began, peak, code
+
+
+def peak_rss_mb_any(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """As peak_rss_mb, whatever the exit code (a set with failing evals exits 1)."""
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "t = time.perf_counter() - t; "
+        "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return float(out[0]), float(out[1])
 
 
 def _many_small_registry(count: int, samples: int) -> tuple[Path, dict[str, str]]:
@@ -788,7 +1025,9 @@ def bench_baseline(rounds: int = 7) -> None:
 SECTIONS: dict[str, Callable[[], None]] = {
     "startup": lambda: bench_startup(rounds=7),
     "plan": lambda: bench_plan(rounds=5),
-    "scale": bench_scale,
+    "scale": bench_scale,  # the plan over big registries, then the report of a big set
+    "report": bench_report_scale,  # that report alone
+    "report-openai": bench_report_openai,  # every *.dev.v0 of openai/evals, with dummy
     "overhead": bench_overhead,
     "parallel": bench_parallel,
     "engine": bench_engine,
@@ -802,7 +1041,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "install": bench_install,
     "baseline": bench_baseline,  # not in the default run: BASELINE=REV python bench/run.py baseline
 }
-DEFAULT = [name for name in SECTIONS if name != "baseline"]
+DEFAULT = [name for name in SECTIONS if name not in ("baseline", "report", "report-openai")]
 
 
 def main(argv: Sequence[str]) -> int:

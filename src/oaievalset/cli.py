@@ -386,11 +386,10 @@ def _compare_main(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     from oaievalset import compare
-    from oaievalset.files import atomic_write
     from oaievalset.present import compare as show
     from oaievalset.present import page as htmlpage
     from oaievalset.prices import load_prices
-    from oaievalset.state.progress import progress_dir
+    from oaievalset.state.progress import ProgressFile, progress_dir, progress_path
 
     parser = _Parser(
         prog=f"{PROG} --compare",
@@ -410,7 +409,21 @@ def _compare_main(argv: Sequence[str]) -> int:
     prices = load_prices(args.prices) if args.prices else None
     models = [m for m in (args.models or "").split(",") if m]
     base = Path(progress_dir())
-    grid = compare.compare(args.compare, base, models, prices)
+    page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"
+    if page.is_dir():  # the page's scripts would go beside the folder, the page nowhere
+        raise UsageError(
+            f"--html {args.html} is a folder; give the page's file, e.g. "
+            f"--html {Path(args.html) / (args.compare + '.html')}"
+        )
+    files = htmlpage.SampleFiles(page)
+    grid = compare.compare(args.compare, base, models, prices, sink_for=files.sink_for)
+    # The samples' scripts the runs' own pages have: shared, not made again.
+    files.sources = [
+        htmlpage.SampleFiles(
+            ProgressFile(progress_path(m, args.compare, str(base))).state_dir / "report.html"
+        ).folder
+        for m in grid.models
+    ]
     if not grid.cells:  # a page and a grid of nothing would look like a result
         raise UsageError(compare.nothing_to_compare(args.compare, base, models))
     if not models and len(grid.models) > 1:
@@ -428,9 +441,8 @@ def _compare_main(argv: Sequence[str]) -> int:
         "markdown": show.as_markdown,
     }
     print(writers[form](grid))
-    page = Path(args.html) if args.html else base / f"{args.compare}.compare.html"
     try:
-        atomic_write(page, htmlpage.render(grid, f"{args.compare}: {', '.join(grid.models)}"))
+        htmlpage.write(page, grid, f"{args.compare}: {', '.join(grid.models)}", files)
         print(f"{PROG}: page: {page}", file=sys.stderr)
     except OSError as exc:
         print(f"{PROG}: warning: could not write {page} ({exc.strerror})", file=sys.stderr)

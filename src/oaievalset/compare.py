@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oaievalset.errors import OaiEvalSetError, UsageError
 from oaievalset.metrics import finite, headline
-from oaievalset.records import Record, Usage, read_record
+from oaievalset.records import RecordSummary, Usage
+from oaievalset.summaries import CACHE_NAME, SinkFor, SummaryCache
 
 if TYPE_CHECKING:
     from oaievalset.state.journal import CommandState
@@ -33,7 +34,7 @@ class Cell(NamedTuple):
     usage: Usage | None  # of the run that counts
     usage_all_runs: Usage | None  # of every run of it, resumes and retries included
     cost: float | None
-    record: Record | None
+    record: RecordSummary | None  # what the report read of its record
     log: str | None
     command: list[str] | None = None  # the oaieval command the cell comes from
 
@@ -108,9 +109,12 @@ def compare(
     models: Sequence[str] | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
     commands: Sequence[Sequence[str]] | None = None,
+    sink_for: SinkFor | None = None,
 ) -> Comparison:
     """The set's grid for the given models (or every model that has run it): for each eval,
-    its newest command, or, given `commands` (one model's run), exactly those."""
+    its newest command, or, given `commands` (one model's run), exactly those. Each record
+    is read once, then summarised in its model's state folder; while a record is read, its
+    samples go to the sink `sink_for` gives (the page's script of them)."""
     from oaievalset.commands import command_id
     from oaievalset.state.progress import ProgressFile, progress_path, recorded_set
 
@@ -131,6 +135,9 @@ def compare(
             notes.append(f"{model}: {exc}")
             recorded = set()
         every = progress.state.states()
+        # Beside the journal: no folder is made for a model that has none.
+        state_dir = progress.state_dir
+        cache = SummaryCache(state_dir / CACHE_NAME if state_dir.is_dir() else None)
         if commands is not None:
             states = {str(c[2]): every.get(command_id(c), {"command": list(c)}) for c in commands}
         else:
@@ -141,7 +148,8 @@ def compare(
             if name not in evals:
                 evals.append(name)
             done = tuple(state.get("command", [])) in recorded
-            cells[(model, name)] = _cell(model, name, state, done, prices)
+            cells[(model, name)] = _cell(model, name, state, done, prices, cache, sink_for)
+        cache.save()
         notes += _argument_notes(model, [c for (m, _), c in cells.items() if m == model])
     if prices:
         for model in chosen:
@@ -201,6 +209,8 @@ def _cell(
     state: CommandState,
     done: bool,
     prices: dict[str, tuple[float, float]] | None,
+    cache: SummaryCache,
+    sink_for: SinkFor | None,
 ) -> Cell:
     from oaievalset.outcome import read_outcome
     from oaievalset.prices import cost_of
@@ -212,7 +222,7 @@ def _cell(
     else:
         outcome = read_outcome(log)
     where = state.get("record") or outcome.record  # the journal's, if an executor moved it
-    record = read_record(where) if done and where else None
+    record = cache.summary(where, sink_for) if done and where else None
     metrics = outcome.metrics or (record.final_report if record and record.final_report else {})
     metric, value = headline(metrics)
     usage = Usage.of(metrics, "usage_") or (record.usage if record else None)
@@ -228,7 +238,7 @@ def _cell(
         metric=metric,
         value=value,
         metrics=metrics,
-        samples=len(record.samples) if record else None,
+        samples=record.samples if record else None,
         duration=duration,
         usage=usage,
         usage_all_runs=Usage.of(all_runs) if all_runs else usage,

@@ -993,7 +993,12 @@ def test_the_page_after_a_resume_shows_the_records_its_report_lists(isolated: Pa
     for row in report["evals"]:
         cell = cells[row["eval"]]
         assert cell["record"] == row["record"]
-        assert len(cell["samples"]) in (3, 6)  # the whole evals, not --max_samples 1
+        # The whole evals, not --max_samples 1: in the page's count and in the samples'
+        # script beside it.
+        assert cell["n"] in (3, 6)
+        script = (folder / "report_files" / f"{cell['samples']}.js").read_text()
+        rows = json.loads(script.split(", ", 1)[1].rsplit(");", 1)[0])
+        assert len(rows) == cell["n"]
 
 
 def test_a_comparison_says_which_arguments_each_cell_comes_from_when_they_differ(

@@ -184,7 +184,12 @@ class Page:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.goto(path.resolve().as_uri())
 
+    def ready(self) -> None:
+        """Wait until the opened eval's samples have loaded (their script runs on open)."""
+        self.page.wait_for_function("() => !document.querySelector('#loading')", timeout=10_000)
+
     def rows(self) -> list[list[str]]:
+        self.ready()
         return [
             [td.inner_text() for td in tr.query_selector_all("td")]
             for tr in self.page.query_selector_all("#samples tr[data-sample]")
@@ -245,6 +250,7 @@ def test_a_large_record_is_paged(browser: Any, tmp_path: Path) -> None:
     page = Page(browser, report)
     try:
         page.page.click("a[data-eval='big.dev.v0']")
+        page.ready()
         assert len(page.rows()) == 50
         assert "3000 sample(s), page 1 of 60" in page.page.inner_text("#pager")
         page.page.click("button[name=next]")
@@ -252,6 +258,7 @@ def test_a_large_record_is_paged(browser: Any, tmp_path: Path) -> None:
         page.page.select_option("select[name=filter]", "wrong")
         assert "2999 sample(s)" in page.page.inner_text("#pager")
         assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
     finally:
         page.close()
 
@@ -378,7 +385,17 @@ def test_the_pages_data_holds_no_angle_bracket_that_could_end_its_script(hostile
     data = text.split('<script type="application/json" id="data">', 1)[1].split("</script>")[0]
     assert "<" not in data and ">" not in data and "&" not in data
     assert "\u2028" not in data and "\u2029" not in data
-    samples = json.loads(data)["evals"][0]["cells"][HOSTILE_NAME]["samples"]
+    parsed = json.loads(data)
+    assert parsed["models"] == [HOSTILE_NAME]  # the escapes mean the same text
+    cell = parsed["evals"][0]["cells"][HOSTILE_NAME]
+    assert cell["n"] == 2
+    # The samples are a script beside the page, held to the same rule.
+    script = (hostile.parent / "report_files" / f"{cell['samples']}.js").read_text("utf-8")
+    assert "<" not in script and ">" not in script and "&" not in script
+    assert "\u2028" not in script and "\u2029" not in script
+    prefix = f'oaievalsetSamples("{cell["samples"]}", '
+    assert script.startswith(prefix) and script.endswith(");\n")
+    samples = json.loads(script[len(prefix) : -len(");\n")])
     assert samples[0][2] == f"A {HOSTILE}"  # the escapes mean the same text
 
 
@@ -402,7 +419,12 @@ def test_hostile_text_is_shown_as_text_and_never_run(hostile: Path, browser: Any
         runs = page.page.inner_text("#runs")
         assert "--max_samples 2" in runs and HOSTILE_NAME in runs
         assert page.page.evaluate("typeof window.__pwned") == "undefined"
-        assert not page.page.query_selector("#grid img, #drill img, #runs img, script[src]")
+        assert not page.page.query_selector("#grid img, #drill img, #runs img")
+        # The only scripts from files are the samples' scripts beside the page.
+        scripts = page.page.eval_on_selector_all(
+            "script[src]", "els => els.map(e => e.getAttribute('src'))"
+        )
+        assert scripts and all(re.fullmatch(r"report_files/[0-9a-f]{20}\.js", s) for s in scripts)
         assert page.errors == []
     finally:
         page.close()
@@ -497,30 +519,35 @@ def test_eight_models_get_eight_colours_and_names_wrap_only_between_words(
     browser: Any, tmp_path: Path
 ) -> None:
     from oaievalset.compare import Cell, Comparison
-    from oaievalset.files import atomic_write
     from oaievalset.present import page as htmlpage
-    from oaievalset.records import Record, Sample
+    from oaievalset.summaries import SummaryCache
 
     models = [f"org_{i}/a_rather_long_model_name_{i}" for i in range(8)]
     evals = ["mmlu_high_school_macroeconomics_questions_and_answers.val.choice-v1", "tiny.dev.v0"]
     cells = {}
     for i, model in enumerate(models):
-        for name in evals:
-            samples = [
-                Sample(
-                    f"{name}.{n}", "Why?", f"answer \ud800 {n}", "because", n % 2 == 0, None, None
-                )
-                for n in range(3)
-            ]  # a lone surrogate, as json.loads gives it for "\ud800" in a record
-            spec = {"created_at": "2025-01-31 12:00:00.5+00:00",
+        for e, name in enumerate(evals):
+            spec = {"created_at": "2025-01-31 12:00:00.5+00:00", "completion_fns": [model],
                     "run_config": {"command": f"oaieval {model} {name}"}}  # fmt: skip
-            record = Record(tmp_path / f"{i}.jsonl", {"accuracy": i / 8}, samples, None, [], spec)
+            # A lone surrogate in an answer, as json.loads gives it for "\ud800" in a record.
+            events = [
+                {"sample_id": f"{name}.{n}", "type": t, "data": d}
+                for n in range(3)
+                for t, d in (
+                    ("sampling", {"prompt": "Why?", "sampled": [f"answer \ud800 {n}"]}),
+                    ("match", {"correct": n % 2 == 0, "expected": "because"}),
+                )
+            ]
+            lines = [{"spec": spec}, *events, {"final_report": {"accuracy": i / 8}}]
+            path = tmp_path / f"{i}-{e}.jsonl"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            record = SummaryCache(None).summary(path)
             cells[(model, name)] = Cell(
                 model, name, "done", "accuracy", i / 8, {"accuracy": i / 8}, 3, 1.0,
                 None, None, None, record, None,
             )  # fmt: skip
     path = tmp_path / "page.html"
-    atomic_write(path, htmlpage.render(Comparison("big-set", models, evals, cells, []), "t"))
+    htmlpage.write(path, Comparison("big-set", models, evals, cells, []), "t")
     page = Page(browser, path)
     try:
         page.page.set_viewport_size({"width": 480, "height": 800})
@@ -545,5 +572,185 @@ def test_eight_models_get_eight_colours_and_names_wrap_only_between_words(
         )
         assert widths[0] > 1  # the long name did wrap: the check above saw a break
         assert page.errors == []
+    finally:
+        page.close()
+
+
+# -- a big set: the landing page, samples loaded on open, search, sort, status, difference --
+
+
+def test_a_big_sets_page_holds_the_grid_and_loads_only_the_samples_opened(
+    browser: Any, tmp_path: Path
+) -> None:
+    """60 evals of 200 samples, run for real with `dummy`, opened offline."""
+    root = tmp_path / "reg"
+    for folder in ("evals", "eval_sets", "data"):
+        (root / folder).mkdir(parents=True)
+    specs = []
+    for n in range(60):
+        lines = [{"input": f"Eval {n} question {i}", "ideal": f"A{i}"} for i in range(200)]
+        (root / "data" / f"{n}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        specs.append(
+            f"many{n:02}.dev.v0:\n  class: evals.elsuite.basic.match:Match\n"
+            f"  args:\n    samples_jsonl: {n}.jsonl\n"
+        )
+    (root / "evals" / "many.yaml").write_text("".join(specs))
+    (root / "eval_sets" / "many.yaml").write_text('many:\n  evals: ["many*"]\n')
+    env = {"OAIEVALSET_PROGRESS_DIR": str(tmp_path / "progress")}
+    done = run_cli(["dummy", "many", "--registry_path", str(root), "-j", "2"], env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = Path(done.stderr.split("oaievalset: page: ")[1].split()[0])
+    scripts = sorted((report.parent / "report_files").glob("*.js"))
+    assert len(scripts) == 60
+    assert "dummy response" not in report.read_text()  # no sample in the landing page
+    page = Page(browser, report)
+    try:
+        assert len(page.page.query_selector_all("#grid tbody tr")) == 60
+        summary = page.page.eval_on_selector_all(
+            "#summary tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))"
+        )
+        assert summary[0] == ["model", "evals", "done", "failed", "other", "mean accuracy",
+                              "tokens", "cost"]  # fmt: skip
+        assert summary[1] == ["dummy", "60", "60", "0", "0", "0.000", "-", "-"]
+        assert "oaievalset dummy many --registry_path" in page.page.inner_text("#runs")
+        assert "60 evals" in page.page.inner_text("#shown")
+        assert "of 60" in page.page.inner_text("#chart-cut")
+        assert len(page.page.query_selector_all("#chart text.label")) == 40
+        assert len(page.requests) == 1  # the page alone: no samples until an eval is opened
+        page.page.click("a[data-eval='many07.dev.v0']")
+        assert len(page.rows()) == 50
+        assert "200 sample(s), page 1 of 4" in page.page.inner_text("#pager")
+        assert page.rows()[0][2] == "This is a dummy response."
+        assert len(page.requests) == 2 and page.requests[1].endswith(".js")
+        assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
+    finally:
+        page.close()
+
+
+def synthetic_comparison(tmp_path: Path, evals: int) -> Any:
+    """Two models over `evals` evals with real records on disk: model-a's accuracy is
+    (n % 10) / 10, model-b's 0.5; every seventh eval of model-b (14 of 100) failed, with
+    no record."""
+    from oaievalset.compare import Cell, Comparison
+    from oaievalset.records import Usage
+    from oaievalset.summaries import SummaryCache
+
+    models, names = ["model-a", "model-b"], [f"ev-{n:03}.dev.v0" for n in range(evals)]
+    cells = {}
+    for model in models:
+        for n, name in enumerate(names):
+            if model == "model-b" and n % 7 == 3:
+                cells[(model, name)] = Cell(
+                    model, name, "failed", None, None, {}, None, None, None, None, None, None, None
+                )
+                continue
+            value = (n % 10) / 10 if model == "model-a" else 0.5
+            spec = {"completion_fns": [model], "created_at": "2025-02-01 10:00:00+00:00",
+                    "run_config": {"command": f"oaieval {model} {name}"}}  # fmt: skip
+            events = [
+                {"sample_id": f"{name}.{i}", "type": "match",
+                 "data": {"correct": i < value * 10, "expected": "x", "sampled": ["y"]}}
+                for i in range(10)
+            ]  # fmt: skip
+            lines = [{"spec": spec}, *events, {"final_report": {"accuracy": value}}]
+            path = tmp_path / f"{model}-{n}.jsonl"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            cells[(model, name)] = Cell(
+                model, name, "done", "accuracy", value, {"accuracy": value}, 10, 1.0,
+                Usage(10, 5, 15), None, None, SummaryCache(None).summary(path), None,
+            )  # fmt: skip
+    return Comparison("synthetic", models, names, cells, [])
+
+
+def test_the_grid_searches_sorts_filters_and_shows_the_difference(
+    browser: Any, tmp_path: Path
+) -> None:
+    from oaievalset.present import page as htmlpage
+
+    path = tmp_path / "page.html"
+    htmlpage.write(path, synthetic_comparison(tmp_path, 100), "synthetic")
+    page = Page(browser, path)
+
+    def names() -> list[str]:
+        return list(page.page.eval_on_selector_all(
+            "#grid tbody tr:not(.hidden) a", "els => els.map(e => e.dataset.eval)"
+        ))  # fmt: skip
+
+    def column(index: int) -> list[str]:
+        return list(page.page.eval_on_selector_all(
+            "#grid tbody tr:not(.hidden)",
+            f"rows => rows.map(r => r.cells[{index}].innerText.split('\\n')[0])",
+        ))  # fmt: skip
+
+    try:
+        summary = page.page.inner_text("#summary")
+        assert "model-b\t100\t86\t14\t0\t0.500\t1,290\t-" in summary
+        assert "model-a\t100\t100\t0\t0\t0.450\t1,500\t-" in summary
+        # The difference, model-b minus model-a by default, each row.
+        diffs = column(3)
+        assert diffs[0] == "+0.500" and diffs[3] == "-" and diffs[9] == "\u22120.400"
+        page.page.select_option("select[name=diff-a]", "0")
+        page.page.select_option("select[name=diff-b]", "1")
+        assert column(3)[9] == "+0.400"
+        # Sorted by the difference, highest first, the failed cells (no difference) last.
+        page.page.click("#grid th[data-sort=diff]")
+        diffs = column(3)
+        # (ev-059 has model-a's highest, but model-b failed it)
+        assert diffs[:9] == ["+0.400"] * 9 and diffs[-14:] == ["-"] * 14
+        values = [float(d.replace("\u2212", "-")) for d in diffs[:-14]]
+        assert values == sorted(values, reverse=True)
+        # By model-a's metric, then turned round.
+        page.page.click("#grid th[data-sort='0']")
+        first = [float(c.split()[0]) for c in column(1)]
+        assert first == sorted(first, reverse=True) and first[0] == 0.9
+        page.page.click("#grid th[data-sort='0']")
+        assert [float(c.split()[0]) for c in column(1)] == sorted(first)
+        page.page.click("#grid th[data-sort=name]")
+        assert names() == sorted(names()) and len(names()) == 100
+        # Search by name, and filter by status.
+        page.page.fill("input[name=search]", "ev-05")
+        assert names() == [f"ev-05{n}.dev.v0" for n in range(10)]
+        assert page.page.inner_text("#shown") == "10 of 100 evals"
+        page.page.select_option("select[name=status]", "failed")
+        assert names() == ["ev-052.dev.v0", "ev-059.dev.v0"]
+        page.page.fill("input[name=search]", "")
+        assert len(names()) == 14
+        # The chart: the 20 highest and the 20 lowest means of 100.
+        labels = page.page.eval_on_selector_all(
+            "#chart text.label", "els => els.map(e => e.textContent)"
+        )
+        # ev-059 first: its mean is model-a's 0.9 alone, model-b has no value for it.
+        assert len(labels) == 40 and labels[:3] == [
+            "ev-059.dev.v0",
+            "ev-038.dev.v0",
+            "ev-009.dev.v0",
+        ]
+        # A filtered grid still opens an eval, and the totals stay at the foot.
+        page.page.click("a[data-eval='ev-059.dev.v0']")
+        assert len(page.rows()) == 10
+        assert "mean / tokens" in page.page.inner_text("#grid tfoot")
+        assert page.errors == []
+        assert all(url.startswith("file://") for url in page.requests), page.requests
+    finally:
+        page.close()
+
+
+def test_a_page_without_its_folder_says_so_when_an_eval_is_opened(
+    runs: Path, browser: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "moved.html"
+    assert compare(runs, "--html", str(path)).returncode == 0
+    shutil.rmtree(tmp_path / "moved_files")  # the page sent without its folder
+    page = Page(browser, path)
+    try:
+        assert "1.000 n=6" in page.page.inner_text("#grid")  # the landing page is whole
+        page.page.click("a[data-eval='test-match.s1.simple-v0']")
+        page.ready()
+        drill = page.page.inner_text("#drill")
+        assert "could not be read: keep the folder moved_files beside the page" in drill
+        assert not page.page.query_selector("#samples")
+        # The browser's own note of the missing file, and nothing else.
+        assert page.errors and all("ERR_FILE_NOT_FOUND" in e for e in page.errors), page.errors
     finally:
         page.close()

@@ -1,24 +1,37 @@
-"""The report page: one self-contained HTML file (no request leaves it; it opens from
-file://) with the grid of eval by model, the runs (when, with which command), a chart of
-each eval's headline metric per model (inline SVG made here), and each eval's samples,
-filtered and paged by a little script."""
+"""The report page: an HTML file and a folder beside it (`report.html`, `report_files/`),
+self-contained (no request leaves them; they open from file://). The page holds the grid
+of eval by model, the runs (when, with which command), a chart of each eval's headline
+metric per model (inline SVG made here) and the summaries; each record's samples are a
+script of their own in the folder, loaded by a script element when its eval is opened
+(browsers refuse `fetch` of file://, not scripts), then filtered and paged.
+
+A record's script is named after the record's path, size and modification time: a page
+written again rewrites only the scripts of records that changed, and removes the scripts
+no record of it names any more."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import json
 import math
+import os
 import re
 import shlex
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
 
 from oaievalset.compare import Cell, Comparison
 from oaievalset.present.compare import grid_rows
-from oaievalset.records import Record, Sample
+from oaievalset.prices import format_cost
+from oaievalset.records import RecordSummary, Sample, stream_record
 
 PAGE_SIZE = 50  # samples shown at once in the drill-down
+SAMPLES_VERSION = 1  # of the samples' scripts: raised when a row changes, so all are rewritten
 # Tableau's ten colours, told apart by most eyes; generated hues after them.
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
            "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#79706e")  # fmt: skip
@@ -35,7 +48,142 @@ def color(index: int) -> str:
     return f"hsl({(step * 137.508 + 20) % 360:.1f} 62% {lightness}%)"
 
 
-def render(comparison: Comparison, title: str) -> str:
+class SampleFiles:
+    """The folder beside a page (`report_files/` for `report.html`) that holds a script
+    per record: `oaievalsetSamples(ID, [rows...])`."""
+
+    def __init__(self, page: Path) -> None:
+        self.folder = page.with_name(f"{page.stem}_files")
+        self.href = quote(self.folder.name)  # relative to the page
+        self.named: set[str] = set()  # the scripts the page being written names
+        # Folders of other pages whose scripts this page may share (a comparison takes the
+        # runs' own): the same name is the same record in the same state.
+        self.sources: list[Path] = []
+
+    def name(self, path: Path, size: int, mtime_ns: int) -> str:
+        """The script of this state of the record."""
+        key = f"{SAMPLES_VERSION}\0{path}\0{size}\0{mtime_ns}"
+        return hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+    def sink_for(self, path: Path, size: int, mtime_ns: int) -> _Script | None:
+        """Where the samples of a record being read go (compare.compare asks for one per
+        record it reads). A folder that cannot be written is left to `ensure`, which tries
+        again and lets the error reach whoever writes the page."""
+        try:
+            return _Script(self.folder, self.name(path, size, mtime_ns))
+        except OSError:
+            return None
+
+    def ensure(self, summary: RecordSummary) -> str | None:
+        """The record's script, written when the folder lacks it (reading the record), or
+        None when the record had no file."""
+        if summary.size < 0:
+            return None
+        name = self.name(summary.path, summary.size, summary.mtime_ns)
+        self.named.add(name)
+        if not (self.folder / f"{name}.js").exists() and not self._share(name):
+            script = _Script(self.folder, name)
+            stream_record(summary.path, script.add)
+            script.finish()
+        return name
+
+    def _share(self, name: str) -> bool:
+        """Another page's script of the record, linked here (copied where links cannot
+        be): the folder stays whole by itself, and the record is not read again."""
+        import shutil
+
+        for folder in self.sources:
+            found = folder / f"{name}.js"
+            if not found.is_file():
+                continue
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{name}.js.{os.getpid()}.tmp"
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            try:
+                try:
+                    os.link(found, tmp)
+                except OSError:  # another filesystem, or no links there
+                    shutil.copyfile(found, tmp)
+                os.replace(tmp, self.folder / f"{name}.js")
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                continue
+            return True
+        return False
+
+    def prune(self) -> None:
+        """Remove the scripts the page no longer names (records replaced by later runs)."""
+        if not self.folder.is_dir():
+            return
+        for script in self.folder.glob("*.js"):
+            if script.stem not in self.named:
+                with contextlib.suppress(OSError):
+                    script.unlink()
+
+
+class _Script:
+    """A record's samples' script, written a row at a time to a temporary sibling, then
+    renamed: whole or not at all. A row that cannot be written (a full disk) leaves no
+    script, and the page's writer says so."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{name}.js"
+        self.tmp = folder / f".{name}.js.{os.getpid()}.tmp"
+        self.out: IO[str] | None = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115
+        self.out.write(f'oaievalsetSamples("{name}", [')
+        self.first = True
+
+    def add(self, sample: Sample) -> None:
+        if self.out is None:
+            return
+        try:
+            self.out.write(("" if self.first else ",\n") + _script_json(_sample_row(sample)))
+        except OSError:
+            self._drop()
+        self.first = False
+
+    def close(self) -> None:
+        """The script complete, as far as it could be written (`finish` says if not)."""
+        with contextlib.suppress(OSError):
+            self.finish()
+
+    def finish(self) -> None:
+        if self.out is None:
+            raise OSError(f"could not write {self.path}")
+        try:
+            self.out.write("]);\n")
+            self.out.close()
+            os.replace(self.tmp, self.path)
+        except OSError:
+            self._drop()
+            raise
+        self.out = None
+
+    def _drop(self) -> None:
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                self.out.close()
+            self.out = None
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def write(path: Path, comparison: Comparison, title: str, files: SampleFiles | None = None) -> None:
+    """The page at `path` and its samples' scripts beside it: the scripts first, so that the
+    page never names one that is not there yet."""
+    from oaievalset.files import atomic_write
+
+    files = files or SampleFiles(path)
+    text = render(comparison, title, files)
+    atomic_write(path, text)
+    files.prune()
+
+
+def render(comparison: Comparison, title: str, files: SampleFiles) -> str:
+    """The page's HTML; each record's script is written into `files` if it is not there."""
     data = {
         "title": title,
         "models": comparison.models,
@@ -43,7 +191,7 @@ def render(comparison: Comparison, title: str) -> str:
             {
                 "name": name,
                 "cells": {
-                    model: _cell_data(comparison, model, name)
+                    model: _cell_data(comparison, model, name, files)
                     for model in comparison.models
                     if comparison.cell(model, name) is not None
                 },
@@ -51,10 +199,13 @@ def render(comparison: Comparison, title: str) -> str:
             for name in comparison.evals
         ],
         "pageSize": PAGE_SIZE,
+        "files": files.href,
     }
     page = _PAGE.format(
         title=html.escape(title),
         metric=_metric_caption(comparison),
+        summary=_summary_html(comparison),
+        controls=_controls_html(comparison),
         grid=_grid_html(comparison),
         runs=_runs_html(comparison),
         chart_title=html.escape(_chart_title(comparison)),
@@ -78,7 +229,7 @@ def _script_json(data: Any) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:
+def _cell_data(comparison: Comparison, model: str, name: str, files: SampleFiles) -> dict[str, Any]:
     cell = comparison.cell(model, name)
     assert cell is not None
     record = cell.record
@@ -87,7 +238,8 @@ def _cell_data(comparison: Comparison, model: str, name: str) -> dict[str, Any]:
         "status": cell.status,
         "metric": cell.metric,
         "value": cell.value if cell.value is not None and math.isfinite(cell.value) else None,
-        "samples": [_sample_row(s) for s in record.samples] if record else [],
+        "samples": files.ensure(record) if record else None,  # the script that has them
+        "n": record.samples if record else 0,
         "problems": list(record.problems) if record else ["no record: the eval has not completed"],
         "record": str(record.path) if record and record.path.name else None,
         "command": [shlex.quote(w) for w in command] if command else None,  # quoted words
@@ -199,43 +351,87 @@ def _metric_caption(comparison: Comparison) -> str:
 
 
 def _grid_html(comparison: Comparison) -> str:
+    """The grid: a row per eval, a column per model, and for two models and more a column
+    of the difference between two of them (filled by the script); each cell carries its
+    value and status, which the script sorts and filters by. The totals are the foot."""
     header, rows = grid_rows(comparison)
     mixed = len(_metrics(comparison)) > 1
-    head = [f"<th>{html.escape(header[0])}</th>"]
+    two = len(comparison.models) > 1
+    head = [f'<th data-sort="name" title="sort by name">{html.escape(header[0])}</th>']
     for i, model in enumerate(comparison.models):
         head.append(
-            f'<th class="model"><i class="swatch" style="background:{color(i)}"></i>'
+            f'<th class="model" data-sort="{i}" title="sort by this model\'s metric">'
+            f'<i class="swatch" style="background:{color(i)}"></i>'
             f'<span class="name">{_name_html(model)}</span></th>'
         )
+    if two:
+        head.append('<th class="diff" data-sort="diff" title="sort by the difference">'
+                    "difference</th>")  # fmt: skip
     body = []
     for row in rows[:-1]:
         name = row[0]
         metric = _row_metric(comparison, name)
-        cells = []
+        cells, statuses = [], set()
         for model, text in zip(comparison.models, row[1:]):
             cell = comparison.cell(model, name)
             status = cell.status if cell else "not run"
+            statuses.add(status)
             other = cell.metric if cell and cell.metric and cell.metric != metric else ""
             tokens = f"{cell.usage.total_tokens:,} tokens" if cell and cell.usage else ""
             took = f"{cell.duration:.1f} s" if cell and cell.duration is not None else ""
             detail = " · ".join(x for x in (other, tokens, took) if x)
             tip = _cell_title(cell)
+            value = cell.value if cell and cell.value is not None else None
+            number = f"{value!r}" if value is not None and math.isfinite(value) else ""
             cells.append(
                 f'<td class="cell s-{html.escape(status.replace(" ", "-"))}" '
-                f'data-model="{html.escape(model)}"{tip}>{html.escape(text)}'
-                f'<div class="detail">{html.escape(detail)}</div></td>'
+                f'data-model="{html.escape(model)}" data-value="{number}"{tip}>'
+                f'{html.escape(text)}<div class="detail">{html.escape(detail)}</div></td>'
             )
+        if two:
+            cells.append('<td class="diff"></td>')
         label = f'<div class="detail">{html.escape(metric)}</div>' if metric and mixed else ""
         body.append(
-            f'<tr><th class="eval"><a href="#" class="name" data-eval="{html.escape(name)}">'
+            f'<tr data-statuses="{html.escape("|".join(sorted(statuses)))}">'
+            f'<th class="eval"><a href="#" class="name" data-eval="{html.escape(name)}">'
             f"{_name_html(name)}</a>{label}</th>{''.join(cells)}</tr>"
         )
     totals = "".join(f"<td>{html.escape(t)}</td>" for t in rows[-1][1:])
-    body.append(f'<tr class="totals"><th>{html.escape(rows[-1][0])}</th>{totals}</tr>')
+    totals += "<td></td>" if two else ""
     return (
         f'<table id="grid"><thead><tr>{"".join(head)}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<tbody>{''.join(body)}</tbody>"
+        f'<tfoot><tr class="totals"><th>{html.escape(rows[-1][0])}</th>{totals}</tr></tfoot>'
+        "</table>"
     )
+
+
+def _controls_html(comparison: Comparison) -> str:
+    """Above the grid: a search by name, a filter by status and, for two models and more,
+    which two the difference column compares."""
+    statuses = sorted({c.status for c in comparison.cells.values()})
+    if any(comparison.cell(m, e) is None for m in comparison.models for e in comparison.evals):
+        statuses.append("not run")
+    options = "".join(f'<option value="{html.escape(s)}">{html.escape(s)}</option>'
+                      for s in statuses)  # fmt: skip
+    parts = [
+        '<label>Search <input type="search" name="search" placeholder="eval name"></label>',
+        f'<label>Status <select name="status"><option value="">any</option>{options}'
+        "</select></label>",
+    ]
+    models = comparison.models
+    if len(models) > 1:
+
+        def pick(name: str, chosen: int) -> str:
+            choices = "".join(
+                f'<option value="{i}"{" selected" if i == chosen else ""}>{html.escape(m)}</option>'
+                for i, m in enumerate(models)
+            )
+            return f'<select name="{name}">{choices}</select>'
+
+        parts.append(f"<label>Difference {pick('diff-a', 1)} minus {pick('diff-b', 0)}</label>")
+    parts.append('<span id="shown"></span>')
+    return f'<div id="grid-controls">{"".join(parts)}</div>'
 
 
 def _cell_title(cell: Cell | None) -> str:
@@ -245,6 +441,48 @@ def _cell_title(cell: Cell | None) -> str:
     when = _when(record.created_at) if record else None
     text = "\n".join(x for x in (shlex.join(command) if command else None, when) if x)
     return f' title="{html.escape(text)}"' if text else ""
+
+
+def _summary_html(comparison: Comparison) -> str:
+    """The head of the page: per model, its evals done and failed, the mean of the headline
+    metric, the tokens and the cost."""
+    metrics = _metrics(comparison)
+    mean = f"mean {metrics[0]}" if len(metrics) == 1 else "mean metric"
+    head = "".join(
+        f"<th>{html.escape(h)}</th>"
+        for h in ("model", "evals", "done", "failed", "other", mean, "tokens", "cost")
+    )
+    rows = []
+    for i, model in enumerate(comparison.models):
+        cells = [c for (m, _), c in comparison.cells.items() if m == model]
+        agg = comparison.aggregate(model)
+        failed = sum(c.status in _FAILED for c in cells)
+        other = agg["evals"] - agg["done"] - failed
+        reported = any(c.usage for c in cells)
+        tokens = f"{agg['usage']['total_tokens']:,}" if reported else "-"
+        values = [
+            str(agg["evals"]),
+            str(agg["done"]),
+            str(failed),
+            str(other),
+            "-" if agg["mean"] is None else f"{agg['mean']:.3f}",
+            tokens,
+            format_cost(agg["cost"]),
+        ]
+        tds = "".join(
+            f'<td class="{"bad" if n == 2 and failed else ""}">{html.escape(v)}</td>'
+            for n, v in enumerate(values)
+        )
+        rows.append(
+            f'<tr><th><i class="swatch" style="background:{color(i)}"></i>'
+            f'<span class="name">{_name_html(model)}</span></th>{tds}</tr>'
+        )
+    return (
+        f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+_FAILED = ("failed", "timed out", "incomplete")
 
 
 def _runs_html(comparison: Comparison) -> str:
@@ -283,7 +521,7 @@ def _runs_html(comparison: Comparison) -> str:
     )
 
 
-def _set_command(eval_set: str, model: str, record: Record) -> tuple[str, ...] | None:
+def _set_command(eval_set: str, model: str, record: RecordSummary) -> tuple[str, ...] | None:
     """`oaievalset MODEL SET ARGS...` from the record's `oaieval MODEL EVAL ARGS...`."""
     command = record.command
     if not command:
@@ -299,12 +537,12 @@ def _command_html(command: tuple[str, ...]) -> str:
     return f'<code class="command">{words}</code>'
 
 
-def _eval_of(record: Record) -> str:
+def _eval_of(record: RecordSummary) -> str:
     name = (record.spec or {}).get("eval_name")
     return str(name) if name else record.path.name
 
 
-def _span(records: list[Record]) -> str:
+def _span(records: list[RecordSummary]) -> str:
     """When the records were made: `2024-01-31 12:00 UTC`, or a span of two times."""
     moments = [m for r in records if r.created_at and (m := _moment(r.created_at))]
     if not moments:
@@ -320,7 +558,8 @@ def _span(records: list[Record]) -> str:
 def _chart_svg(comparison: Comparison) -> str:
     """For each eval, its name on a line, then a bar per model (named at its left) of the
     headline metric, scaled to the largest value."""
-    models, evals = comparison.models, comparison.evals
+    models = comparison.models
+    evals, cut = _charted(comparison)
     values = [
         c.value for c in comparison.cells.values() if c.value is not None and math.isfinite(c.value)
     ]
@@ -367,9 +606,43 @@ def _chart_svg(comparison: Comparison) -> str:
         for i, m in enumerate(models)
     )
     return (
-        f'<div class="legend">{legend}</div><svg id="chart" xmlns="http://www.w3.org/2000/svg" '
+        f'<div class="legend">{legend}</div>{cut}'
+        f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" role="img">{"".join(parts)}</svg>'
     )
+
+
+CHART_EACH_END = 20  # a chart of more evals than twice this shows the top and the bottom
+
+
+def _charted(comparison: Comparison) -> tuple[list[str], str]:
+    """The evals the chart shows: all of them, or, for a big set, the CHART_EACH_END with
+    the highest mean headline value over the models and as many with the lowest (evals
+    without a value left out), with a caption that says so."""
+    evals = comparison.evals
+    if len(evals) <= 2 * CHART_EACH_END:
+        return list(evals), ""
+    means = {}
+    for name in evals:
+        found = [
+            c.value
+            for m in comparison.models
+            if (c := comparison.cell(m, name)) and c.value is not None and math.isfinite(c.value)
+        ]
+        if found:
+            means[name] = sum(found) / len(found)
+    position = {name: i for i, name in enumerate(evals)}
+    ranked = sorted(means, key=lambda n: (-means[n], position[n]))
+    if len(ranked) <= 2 * CHART_EACH_END:
+        shown = ranked
+    else:
+        shown = ranked[:CHART_EACH_END] + ranked[-CHART_EACH_END:]
+    caption = (
+        f'<p class="caption" id="chart-cut">The {CHART_EACH_END} evals with the highest mean '
+        f"and the {CHART_EACH_END} with the lowest, of {len(evals)} (of {len(means)} with a "
+        f"value); the grid has them all, and sorts by any model.</p>"
+    )
+    return shown, caption
 
 
 def _chart_label(comparison: Comparison, name: str, mixed: bool) -> str:
@@ -404,6 +677,12 @@ svg text.model{font-size:11px;fill:#555;text-anchor:end}
 tr.wrong td{background:#fdf1f1}tr.errored td{background:#fff6dd}
 #controls{margin:8px 0}#controls label{margin-right:12px}.problems{color:#a33}
 #meta{color:#555;font-size:13px}#meta code{overflow-wrap:anywhere}
+#summary td{text-align:right}#summary td.bad{color:#a33;font-weight:bold}
+.lead{color:#555;margin-bottom:4px}
+#grid-controls{margin:8px 0}#grid-controls label{margin-right:14px}#shown{color:#777}
+#grid thead th[data-sort]{cursor:pointer}#grid thead th.asc:after{content:" \\25B2"}
+#grid thead th.desc:after{content:" \\25BC"}#grid tbody tr.hidden{display:none}
+#grid td.diff{text-align:right;white-space:nowrap}.up{color:#2a7a2a}.down{color:#a33}
 """
 
 _SCRIPT = r"""
@@ -411,6 +690,24 @@ _SCRIPT = r"""
   var data = JSON.parse(document.getElementById("data").textContent);
   var view = document.getElementById("drill");
   var state = {eval: null, model: null, other: null, filter: "all", page: 0};
+  var byName = {}, loaded = {}, asked = {}, failed = {};
+  data.evals.forEach(function (ev) { byName[ev.name] = ev; });
+  // Each record's samples are a script beside the page, run when its eval is opened.
+  window.oaievalsetSamples = function (id, rows) { loaded[id] = rows; draw(); };
+  function need(cell) {
+    // The samples of the cell, or null while its script loads (it is asked for once).
+    if (!cell || !cell.samples) return [];
+    var id = cell.samples;
+    if (loaded[id]) return loaded[id];
+    if (!asked[id] && !failed[id]) {
+      asked[id] = true;
+      var script = document.createElement("script");
+      script.src = data.files + "/" + id + ".js";
+      script.onerror = function () { failed[id] = true; draw(); };
+      document.head.appendChild(script);
+    }
+    return failed[id] ? [] : null;
+  }
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);
@@ -435,16 +732,8 @@ _SCRIPT = r"""
     }
     return document.createTextNode(value);
   }
-  function find(name) {
-    for (var i = 0; i < data.evals.length; i++) {
-      if (data.evals[i].name === name) return data.evals[i];
-    }
-    return null;
-  }
-  function rows() {
-    var ev = find(state.eval), cell = ev.cells[state.model];
-    var list = cell ? cell.samples : [];
-    var other = state.other && ev.cells[state.other] ? ev.cells[state.other].samples : null;
+  function find(name) { return byName[name] || null; }
+  function rows(list, other) {
     var byId = {};
     if (other) other.forEach(function (s) { byId[s[0]] = s; });
     return list.filter(function (s) {
@@ -511,7 +800,24 @@ _SCRIPT = r"""
       if (meta.childNodes.length) view.appendChild(meta);
     }
     (cell ? cell.problems : []).forEach(function (p) { view.appendChild(el("p", p, "problems")); });
-    var list = rows(), size = data.pageSize;
+    var mine = need(cell), theirs = state.other ? need(ev.cells[state.other]) : null;
+    var broken = false;
+    [cell, state.other && ev.cells[state.other]].forEach(function (c) {
+      if (c && failed[c.samples]) {
+        broken = true;
+        view.appendChild(el("p", "The samples' file " + data.files + "/" + c.samples +
+          ".js could not be read: keep the folder " + decodeURIComponent(data.files) +
+          " beside the page.", "problems"));
+      }
+    });
+    if (broken) return;
+    if (mine === null || (state.other && theirs === null)) {
+      var wait = el("p", "Loading " + (cell ? cell.n : 0) + " sample(s)\u2026");
+      wait.id = "loading";
+      view.appendChild(wait);
+      return;
+    }
+    var list = rows(mine, theirs), size = data.pageSize;
     var pages = Math.max(1, Math.ceil(list.length / size));
     state.page = Math.min(state.page, pages - 1);
     var nav = el("div", list.length + " sample(s), page " + (state.page + 1) + " of " +
@@ -550,6 +856,79 @@ _SCRIPT = r"""
     });
     view.appendChild(table);
   }
+  // The grid: search by name, filter by status, sort by any column, the difference.
+  var grid = document.getElementById("grid"), body = grid.tBodies[0];
+  var all = Array.prototype.slice.call(body.rows);
+  var search = document.querySelector("input[name=search]");
+  var status = document.querySelector("select[name=status]");
+  var diffA = document.querySelector("select[name=diff-a]");
+  var diffB = document.querySelector("select[name=diff-b]");
+  var sorted = {key: null, down: false};
+  function valueOf(tr, i) {
+    var text = tr.cells[1 + i].getAttribute("data-value");
+    return text === "" || text === null ? null : parseFloat(text);
+  }
+  function differences() {
+    if (!diffA) return;
+    var a = +diffA.value, b = +diffB.value;
+    all.forEach(function (tr) {
+      var x = valueOf(tr, a), y = valueOf(tr, b), td = tr.cells[tr.cells.length - 1];
+      td.className = "diff";
+      if (x === null || y === null) { td.textContent = "-"; td.dataset.value = ""; return; }
+      var d = x - y;
+      td.dataset.value = String(d);
+      td.textContent = (d > 0 ? "+" : d < 0 ? "\u2212" : "") + Math.abs(d).toFixed(3);
+      if (d) td.classList.add(d > 0 ? "up" : "down");
+    });
+  }
+  function keyOf(tr, key) {
+    if (key === "name") return tr.cells[0].textContent;
+    var text = key === "diff" ? tr.cells[tr.cells.length - 1].dataset.value
+      : tr.cells[1 + (+key)].getAttribute("data-value");
+    return text === "" || text === undefined || text === null ? null : parseFloat(text);
+  }
+  function arrange() {
+    var rows = all.slice();
+    if (sorted.key !== null) {
+      var sign = sorted.down ? -1 : 1;
+      rows.sort(function (r, s) {
+        var x = keyOf(r, sorted.key), y = keyOf(s, sorted.key);
+        if (x === null || y === null) return x === y ? 0 : (x === null ? 1 : -1);  // last
+        return (x < y ? -1 : x > y ? 1 : 0) * sign;
+      });
+    }
+    var words = search.value.trim().toLowerCase(), want = status.value, shown = 0;
+    rows.forEach(function (tr) {
+      var name = tr.cells[0].querySelector("a").dataset.eval.toLowerCase();
+      var ok = (!words || name.indexOf(words) >= 0) &&
+        (!want || tr.dataset.statuses.split("|").indexOf(want) >= 0);
+      tr.classList.toggle("hidden", !ok);
+      if (ok) shown++;
+      body.appendChild(tr);
+    });
+    document.getElementById("shown").textContent = shown + " of " + all.length + " evals";
+  }
+  grid.tHead.querySelectorAll("th[data-sort]").forEach(function (th) {
+    th.addEventListener("click", function () {
+      var key = th.dataset.sort;
+      // Names first A to Z, numbers first highest; a second click turns it round.
+      sorted.down = sorted.key === key ? !sorted.down : key !== "name";
+      sorted.key = key;
+      grid.tHead.querySelectorAll("th").forEach(function (h) {
+        h.classList.remove("asc", "desc");
+      });
+      th.classList.add(sorted.down ? "desc" : "asc");
+      arrange();
+    });
+  });
+  search.addEventListener("input", arrange);
+  status.addEventListener("change", arrange);
+  [diffA, diffB].forEach(function (s) {
+    if (s) s.addEventListener("change", function () { differences(); arrange(); });
+  });
+  differences();
+  document.getElementById("shown").textContent = all.length + " evals";
+
   document.querySelectorAll("a[data-eval]").forEach(function (a) {
     a.addEventListener("click", function (e) {
       e.preventDefault();
@@ -567,17 +946,18 @@ _SCRIPT = r"""
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+ content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'self'">
 <title>{title}</title><style>{style}</style></head>
 <body>
 <h1>{title}</h1>
+{summary}
+<p class="lead">When each model's evals ran, and the command, as their records give it.</p>
+{runs}
 <h2>Results</h2>
 <p class="caption">{metric}</p>
+{controls}
 {grid}
 <ul class="notes">{notes}</ul>
-<h2>Runs</h2>
-<p class="caption">When each model's evals ran, and the command, as their records give it.</p>
-{runs}
 <h2>{chart_title}</h2>
 {chart}
 <div id="drill"><p>Click an eval to see its samples.</p></div>

@@ -297,18 +297,22 @@ def write_page(
     prices: dict[str, tuple[float, float]] | None,
     commands: Sequence[Command],
 ) -> Path | None:
-    """report.html beside report.json: this model's results on the set, samples included.
-    The page only informs: if it cannot be made, say so and go on."""
+    """report.html beside report.json, its samples in report_files/: this model's results
+    on the set. Each record is read once (its summary is kept in the state folder), so a
+    run that ran little spends little here. The page only informs: if it cannot be made,
+    say so and go on."""
     from oaievalset import compare
-    from oaievalset.files import atomic_write
     from oaievalset.present import page as htmlpage
     from oaievalset.state.progress import progress_dir
 
     path = progress.state_dir / "report.html"
     try:
+        files = htmlpage.SampleFiles(path)
         # Exactly this run's commands: the page shows what the table and report.json show.
-        grid = compare.compare(eval_set, Path(progress_dir()), [model], prices, commands)
-        atomic_write(path, htmlpage.render(grid, f"{eval_set}: {model}"))
+        grid = compare.compare(
+            eval_set, Path(progress_dir()), [model], prices, commands, sink_for=files.sink_for
+        )
+        htmlpage.write(path, grid, f"{eval_set}: {model}", files)
     except (OSError, OaiEvalSetError) as exc:
         print(f"{PROG}: warning: could not write {path} ({exc})", file=sys.stderr)
         return None

@@ -9,6 +9,8 @@ so that the original can still read it.
     logs/           one log per command: the child's stdout and stderr
     answers/        one answer journal per eval not yet recorded (engine/answers.py)
     reports/        one JSON report per run; report.json is the latest
+    report.html     the report page, its samples' scripts in report_files/ (present/page.py)
+    record-summaries.json  what the report read of each record (summaries.py)
 """
 
 from __future__ import annotations
