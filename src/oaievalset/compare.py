@@ -156,7 +156,7 @@ def compare(
             if model not in prices:
                 notes.append(f"no price for model '{model}': its cost is not shown")
         for model in prices:
-            if model not in chosen:
+            if model not in chosen and "@" not in model:  # `m@flex`: a tier's, not a model
                 notes.append(f"the prices name model '{model}', which is not compared")
     return Comparison(eval_set, chosen, evals, cells, notes)
 

@@ -98,8 +98,12 @@ def estimate(
         args, _ = _parser().parse_known_args(list(command[1:]))
     except SystemExit:
         return "its arguments are not oaieval's"
-    quiet = logging.getLogger("oaieval")
-    level, quiet.level = quiet.level, logging.WARNING
+    # The dry run's answers are no model's: what the eval says of them (a choice it cannot
+    # parse) and what `datasets` says while it loads are not for the plan's reader.
+    quiet = [logging.getLogger(name) for name in ("oaieval", "datasets")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     roots = tuple(args.registry_path or ())
     try:
         registry = (registries or {}).get(roots)
@@ -127,7 +131,8 @@ def estimate(
     except Exception as exc:  # an eval class of the user's that fails without answers
         return f"{type(exc).__name__}: {exc}"
     finally:
-        quiet.level = level
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     samples = len({e.sample_id for e in recorder.events()})
     requests = sum(c.requests for c in counters)
     answered = min(requests, _answers_in(journal)) if journal else 0

@@ -105,9 +105,10 @@ LIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")  # the AP
 
 class Batches(NamedTuple):
     """An eval's batches as its state file has them (written by engine/batch.py): those
-    sent (their input file uploaded), those still running on the server, those whose
-    answers were taken; the requests they hold, and how many of them have ended (answered
-    or failed)."""
+    sent (their input file uploaded), those still running on the server, those that ended
+    there and whose answers were taken (done); the requests they hold, and how many of them
+    have ended (answered or failed). A batch that ended but is not read yet is neither
+    running nor done."""
 
     created: int
     running: int
@@ -117,7 +118,9 @@ class Batches(NamedTuple):
 
     def describe(self) -> str:
         """`3 batches (1 in progress, 2 done), 220/300 requests ended`."""
+        unread = self.created - self.running - self.read
         states = [f"{self.running} in progress"] * bool(self.running)
+        states += [f"{unread} ended, not read yet"] * bool(unread)
         states += [f"{self.read} done"] * bool(self.read)
         return (
             f"{self.created} batch{'es' * (self.created != 1)} ({', '.join(states)}), "
@@ -130,6 +133,10 @@ class Batches(NamedTuple):
         return Batches(*(a + b for a, b in zip(self, other)))
 
 
+# A batch not yet created on the server (its file sent, or not even that) may be: running.
+_NOT_CREATED = ("preparing", "uploaded")
+
+
 def read_batches(journal: Path) -> Batches | None:
     """What the state file beside an answer journal says of its eval's batches; None when
     there is none (or it cannot be read now: it is replaced whole, never half written)."""
@@ -140,17 +147,20 @@ def read_batches(journal: Path) -> Batches | None:
         parts = [p for p in data["parts"] if p.get("batch_id") or p.get("file_id")]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    running = [p for p in parts if p.get("status") != "done"]
-    requests = ended = 0
+    running = read = requests = ended = 0
     for part in parts:
         counts = part.get("counts") or {}
         held = len(part.get("keys") or []) or int(counts.get("total", 0) or 0)
         requests += held
-        if part in running:
-            ended += int(counts.get("completed", 0) or 0) + int(counts.get("failed", 0) or 0)
-        else:
+        status = part.get("status")
+        if status == "done":
+            read += 1
             ended += held
-    return Batches(len(parts), len(running), len(parts) - len(running), requests, ended)
+            continue
+        # A batch being cancelled is as good as ended: nothing more is paid for in it.
+        running += status in _NOT_CREATED or (status in LIVE_BATCH and status != "cancelling")
+        ended += int(counts.get("completed", 0) or 0) + int(counts.get("failed", 0) or 0)
+    return Batches(len(parts), running, read, requests, ended)
 
 
 class Outcome(NamedTuple):

@@ -90,6 +90,8 @@ def run_set(
         return _show_plan(settings, commands, progress, prices, registry)
     if settings.cancel_batches:
         return _cancel_batches(settings, commands, progress)
+    if not settings.batch:
+        _check_no_batch_running(commands, progress, settings.resume)
     done = _announce(settings, commands, progress)
     todo = [c for c in commands if tuple(c) not in done]
     run_id = new_run_id()  # this run's name among the set's reports
@@ -474,24 +476,44 @@ def _show_plan(
     return EXIT_OK
 
 
+def _check_no_batch_running(commands: list[Command], progress: ProgressFile, resume: bool) -> None:
+    """A run without --batch would ask directly what batches of an earlier run with it are
+    still answering (and paid for): refused, saying how to take their answers or cancel."""
+    from oaievalset.outcome import read_batches
+    from oaievalset.state.progress import recorded_set
+
+    done = recorded_set(progress.read()) if resume else set()
+    running = []
+    for command in commands:
+        batches = read_batches(progress.state.answers_path(command))
+        if tuple(command) not in done and batches is not None and batches.running:
+            running.append(command[2])
+    if running:
+        raise UsageError(
+            f"{', '.join(running)}: batches of an earlier run with --batch are still running "
+            f"(and paid for); add --batch to take their answers, or run with "
+            f"--cancel-batches first to cancel them"
+        )
+
+
 def _cancel_batches(settings: Settings, commands: list[Command], progress: ProgressFile) -> int:
-    """Cancel the live batches of the set's evals not yet recorded: each eval's engine is
-    run in cancel mode with the journal a run gives it (so it finds its batches in their
-    state file, or on the server by their metadata). EXIT_FAILED if one could not be."""
+    """Cancel the batches still running of the set's evals not yet recorded: each eval's
+    engine is run in cancel mode with the journal a run gives it, so that it finds its
+    batches in their state file, or on the server by their metadata if that was lost.
+    EXIT_FAILED if one could not be."""
     import re
     import subprocess
 
-    from oaievalset.outcome import ANSWER_JOURNAL, BATCH, BATCH_SET, BATCHES_SUFFIX
+    from oaievalset.outcome import ANSWER_JOURNAL, BATCH, BATCH_SET
     from oaievalset.state.progress import recorded_set
 
     done = recorded_set(progress.read())
     said = re.compile(r"cancelled (\d+) batch\(es\)")
     failed = 0
     for command in commands:
-        journal = progress.state.answers_path(command)
-        batches = journal.with_name(journal.name + BATCHES_SUFFIX)
-        if tuple(command) in done or not (journal.exists() or batches.exists()):
+        if tuple(command) in done:
             continue
+        journal = progress.state.answers_path(command)
         env = {**os.environ, ANSWER_JOURNAL: str(journal), BATCH: "cancel"}
         env[BATCH_SET] = settings.eval_set
         try:
@@ -499,8 +521,12 @@ def _cancel_batches(settings: Settings, commands: list[Command], progress: Progr
         except OSError as exc:
             raise UsageError(f"cannot run {command[0]} ({exc.strerror})") from None
         found = said.search(ran.stderr + ran.stdout)
-        if found:
-            print(f"{command[2]}: cancelled {found[1]} batch(es)")
+        if ran.returncode == 0 and found:
+            count = int(found[1])
+            print(
+                f"{command[2]}: "
+                + (f"cancelled {count} batch(es)" if count else "no batch running")
+            )
             continue
         failed += 1
         lines = [line for line in ran.stderr.splitlines() if line.strip()]

@@ -290,19 +290,31 @@ def test_ctrl_c_leaves_the_batches_running_and_cancel_batches_cancels_them(
         assert "go on (they are paid for)" in err and "--cancel-batches cancels them" in err
         assert all(b["status"] == "in_progress" for b in api.batches.values()), "not cancelled"
         plan = run_cli(["m", "both", *registry, "--plan"], env)
+        # The Match eval's state file is lost: its batch is found by its metadata.
+        (progress / "m.both.progress.d" / "answers" / "many.dev.v0.jsonl.batches").unlink()
+        direct_run = run_cli(["m", "both", *registry], env)  # would pay for them twice
         cancel = run_cli(["m", "both", *registry, "--cancel-batches"], env)
         wait_for(lambda: all(b["status"] == "cancelled" for b in api.batches.values()))
+        cancel_again = run_cli(["m", "both", *registry, "--cancel-batches"], env)
         api.delay = 0.1  # the batches sent from now on answer at once
         again = run_cli(["m", "both", *registry, "--batch"], env, timeout=120)
     finally:
         server.stop()
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.count("1 batch (1 in progress), 0/") == 2, plan.stdout
+    assert direct_run.returncode == 2 and server.requests == [], direct_run.stderr
+    assert "graded.dev.v0: batches of an earlier run with --batch are still running" in (
+        direct_run.stderr
+    )
     assert cancel.returncode == 0, cancel.stderr
     assert cancel.stdout.splitlines() == [
         "many.dev.v0: cancelled 1 batch(es)",
         "graded.dev.v0: cancelled 1 batch(es)",
     ]
+    assert cancel_again.stdout.splitlines() == [
+        "many.dev.v0: no batch running",
+        "graded.dev.v0: no batch running",
+    ], cancel_again.stderr
     assert again.returncode == 0, again.stderr
     # The cancelled batches answered nothing: their requests went again, once.
     assert len(set(api.submitted)) == REQUESTS and max(Counter(api.submitted).values()) == 2
@@ -368,6 +380,17 @@ def test_oaieval_alone_through_batches_with_several_models_asks_what_a_direct_ru
             assert server.requests == []
             # One round per model of a sample, then the grades: three batches.
             assert len(api.batches) == 3 and len(api.bodies) == 3 * GRADED_SAMPLES
+    # Cancel mode with nothing to cancel: said plainly, and nothing left behind.
+    server = ChatServer(answer_fn=pick, models=("m", "m2", "g"), batch_api=BatchAPI()).start()
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+    env.update({"XDG_CACHE_HOME": str(tmp_path / "cache"), "OAIEVAL_BATCH": "cancel"})
+    env.pop("OAIEVAL_ANSWER_JOURNAL", None)
+    try:
+        cancel = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    finally:
+        server.stop()
+    assert cancel.returncode == 0, cancel.stderr
+    assert "cancelled 0 batch(es) of this eval; no record written" in cancel.stderr
     assert runs["batch"] == runs["direct"]
     assert runs["direct"][0][1]["counts/2"] == GRADED_SAMPLES, "the grader picked the second"
     journals = tmp_path / "cache" / "oaievalset" / "batches"

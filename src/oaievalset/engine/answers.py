@@ -119,6 +119,7 @@ class AnswerJournal:
         self.reused = 0  # answers taken from the journal in this run
         self.reused_tokens = 0
         self.asked = 0  # answers asked of the model in this run
+        self.created = not path.exists()  # by this run
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._open()

@@ -193,9 +193,8 @@ class Batcher:
         for part in self.parts:
             if part.batch_id and part.status != "done":
                 logger.info(f"Batch {part.batch_id}: of an earlier run of this eval, re-attached")
-        rounds = 0
+        rounds = 0  # that sent batches, in this run
         while True:
-            rounds += 1
             self.wanted.clear()
             self.answers.new_round()
             try:
@@ -213,6 +212,7 @@ class Batcher:
             if not self.wanted:
                 logger.info(self.summary())
                 return result
+            rounds += 1
             logger.info(
                 f"Round {rounds}: {len(self.wanted)} requests have no answer; sending them "
                 f"to the Batch API"
@@ -224,8 +224,9 @@ class Batcher:
         """The log line the orchestrator reads back (outcome.read_outcome)."""
         from oaievalset.outcome import batch_line
 
-        batches = sum(1 for p in self.parts if p.batch_id)
-        return batch_line(sum(len(p.keys) for p in self.parts), batches, self.answered)
+        batches = [p for p in self.parts if p.batch_id]
+        held = sum(len(p.keys) or p.counts.get("total", 0) for p in batches)
+        return batch_line(held, len(batches), self.answered)
 
     # Sending -----------------------------------------------------------------------------
 
@@ -329,14 +330,15 @@ class Batcher:
                 time.sleep(wait)
                 wait = min(wait * 1.5, self.poll_most)
 
-    def _attach_or_create(self, part: Part) -> None:
+    def _attach_or_create(self, part: Part, create: bool = True) -> None:
         client = self._client(part)
         for batch in self._ours(client):
             if batch.input_file_id == part.file_id:
                 part.batch_id, part.status = str(batch.id), str(batch.status)
                 logger.info(f"Batch {part.batch_id}: of this run, found on the server")
                 return
-        self._create(part)  # the file was sent, the batch never created
+        if create:
+            self._create(part)  # the file was sent, the batch never created
 
     def _client(self, part: Part) -> Any:
         client = self.clients.get(part.base_url)
@@ -441,19 +443,26 @@ class Batcher:
     # Cancelling --------------------------------------------------------------------------
 
     def cancel(self) -> int:
-        """Cancel the run's live batches (those in the state file, and on the server); how
-        many."""
+        """Cancel the run's batches still running on the server (those in the state file,
+        and those found by their metadata); how many. What they answered is read by the
+        next run."""
         self._find_on_server()
+        for part in self.parts:
+            if part.batch_id is None and part.file_id and part.status != "done":
+                self._attach_or_create(part, create=False)  # killed before it was noted
         cancelled = 0
         for part in self.parts:
             if part.batch_id is None or part.status == "done":
                 continue
             client = self._client(part)
-            batch = self._call("cancel a batch", client.batches.cancel, part.batch_id)
+            batch = self._call("look at a batch", client.batches.retrieve, part.batch_id)
+            if str(batch.status) in LIVE and str(batch.status) != "cancelling":
+                batch = self._call("cancel a batch", client.batches.cancel, part.batch_id)
+                cancelled += 1
             part.status = str(batch.status)
             logger.info(f"Batch {part.batch_id}: {part.status}")
-            cancelled += 1
-        self._save()
+        if self.parts:
+            self._save()
         return cancelled
 
 

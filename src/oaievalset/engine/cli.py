@@ -171,11 +171,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
     the run id."""
     from oaievalset.engine.batch import batch_mode
     from oaievalset.engine.completions import make_completion_fn
-    from oaievalset.engine.errors import ModelError
     from oaievalset.engine.evals import eval_class, make_eval
     from oaievalset.engine.recorder import Recorder, add_token_usage, new_run_id
     from oaievalset.engine.spend import spend_from_env
-    from oaievalset.outcome import ANSWER_JOURNAL, final_report_lines
+    from oaievalset.outcome import ANSWER_JOURNAL, BATCH, final_report_lines
     from oaievalset.registry import Registry
 
     if args.http_run or args.http_run_url:
@@ -224,10 +223,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> str:
         logger.info(f"Run started: {run_id}")
         if batcher is not None and mode == "cancel":
             cancelled = batcher.cancel()
-            raise ModelError(
-                f"cancelled {cancelled} batch(es) of this eval; no record written (run it "
-                f"again to send its requests once more)"
+            journal = batcher.answers.journal()
+            if not batcher.parts and journal.created:  # nothing to keep: leave nothing
+                _forget(journal.path)
+            logger.info(
+                f"cancelled {cancelled} batch(es) of this eval; no record written (what "
+                f"they answered is kept: the next run with {BATCH}=1 sends only the rest)"
             )
+            return run_id
         if batcher is None:
             recorder = Recorder(run_id=run_id, created_by=args.user)
             result = evaluation.run(recorder, args.max_samples)

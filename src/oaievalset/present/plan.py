@@ -46,7 +46,10 @@ def plan_text(
     lines.append(f"{todo} of {len(entries)} to run.")
     total = _total(entries)
     if total is not None:
-        lines.append(f"Estimate: {_estimate_text(total, price)}.")
+        counted = len(_estimates(entries))
+        wanted = sum(1 for e in entries if "estimate" in e)
+        of = f" (of {counted} of the {wanted} evals to run)" if counted < wanted else ""
+        lines.append(f"Estimate{of}: {_estimate_text(total, price)}.")
         methods = sorted({e.method.split(":")[0] for e in _estimates(entries)})
         for method in sorted({e.method for e in _estimates(entries)}):
             lines.append(f"  {method}")

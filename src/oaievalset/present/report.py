@@ -42,7 +42,7 @@ def headline(metrics: dict[str, Any], most: int = 2) -> str:
 
 def _batches(result: Result) -> str:
     """`300 in 2`: the requests an eval sent through the Batch API, in how many batches."""
-    if result.batch is None:
+    if result.batch is None or not result.batch.batches:  # every answer was kept already
         return "-"
     return f"{result.batch.requests:,} in {result.batch.batches}"
 
