@@ -120,18 +120,23 @@ def generated_registry(evals: int, files: int) -> Path:
     return root
 
 
-def peak_rss_mb(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall time and peak resident memory (MB) of one run of cmd."""
+def peak_rss_mb(
+    cmd: Sequence[str], env: dict[str, str], any_exit: bool = False
+) -> tuple[float, float]:
+    """Wall time and peak resident memory (MB) of one run of cmd; it must succeed unless
+    `any_exit` (a set with failing evals exits 1), and then its stderr is not shown."""
     probe = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+        "quiet = subprocess.DEVNULL if sys.argv[1] == '1' else None; "
+        "r = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=quiet); "
         "t = time.perf_counter() - t; "
         "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, r.returncode)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    if out[2] != "0":
+        [sys.executable, "-c", probe, str(int(any_exit)), *cmd],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    if out[2] != "0" and not any_exit:
         raise SystemExit(f"benchmark command failed: {cmd}")
     return float(out[0]), float(out[1])
 
@@ -567,7 +572,7 @@ def bench_report_openai(rounds: int = 3) -> None:
         f"oaievalset itself peaked at {peak:.1f} MB")  # fmt: skip
     # A resume runs the failed evals again (they are never recorded): it is work, and the
     # report is written for the whole set after it.
-    resumes = [peak_rss_mb_any([*run, "--no-exit-on-error"], env) for _ in range(rounds)]
+    resumes = [peak_rss_mb([*run, "--no-exit-on-error"], env, any_exit=True) for _ in range(rounds)]
     say(f"  a resume (runs the failed ones again): {statistics.median(r[0] for r in resumes):.2f}"
         f" s, peak {max(r[1] for r in resumes):.1f} MB")  # fmt: skip
     compares = [
@@ -605,20 +610,6 @@ def driver_peak(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float, 
         time.sleep(0.05)
     code = process.wait()
     return time.perf_counter() - began, peak, code
-
-
-def peak_rss_mb_any(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
-    """As peak_rss_mb, whatever the exit code (a set with failing evals exits 1)."""
-    probe = (
-        "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-        "t = time.perf_counter() - t; "
-        "print(t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    return float(out[0]), float(out[1])
 
 
 def _many_small_registry(count: int, samples: int) -> tuple[Path, dict[str, str]]:

@@ -479,9 +479,12 @@ def _show_plan(
 def _check_no_batch_running(commands: list[Command], progress: ProgressFile, resume: bool) -> None:
     """A run without --batch would ask directly what batches of an earlier run with it are
     still answering (and paid for): refused, saying how to take their answers or cancel."""
-    from oaievalset.outcome import read_batches
+    from oaievalset.outcome import BATCHES_SUFFIX, read_batches
     from oaievalset.state.progress import recorded_set
 
+    folder = progress.state.answers_path(commands[0]).parent if commands else None
+    if folder is None or not any(folder.glob(f"*{BATCHES_SUFFIX}")):
+        return  # no eval has batches: one look at the folder, not one per eval
     done = recorded_set(progress.read()) if resume else set()
     running = []
     for command in commands:

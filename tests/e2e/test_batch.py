@@ -96,12 +96,9 @@ def records(progress: Path) -> dict[str, Any]:
 @pytest.fixture
 def direct(registry: list[str], tmp_path: Path) -> dict[str, Any]:
     """The records of the set run directly, on a server of its own."""
-    server = ChatServer(answer_fn=answer, models=("m",)).start()
-    progress = tmp_path / "direct"
-    try:
+    with ChatServer(answer_fn=answer, models=("m",)).start() as server:
+        progress = tmp_path / "direct"
         result = run_cli(["m", "both", *registry], engine_env(server, progress), timeout=120)
-    finally:
-        server.stop()
     assert result.returncode == 0, result.stderr
     assert len(server.requests) == REQUESTS
     return records(progress)
@@ -115,15 +112,12 @@ def test_a_set_through_the_batch_api_asks_nothing_directly_and_scores_alike(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=1.0)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    prices = tmp_path / "prices.yaml"
-    prices.write_text("m: {input: 2, output: 8}\n")
-    env = {**engine_env(server, progress), "OAIEVALSET_PROGRESS_EVERY": "0.2"}
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
+        prices = tmp_path / "prices.yaml"
+        prices.write_text("m: {input: 2, output: 8}\n")
+        env = {**engine_env(server, progress), "OAIEVALSET_PROGRESS_EVERY": "0.2"}
         result = run_cli(["m", "both", *registry, "--batch", "--prices", str(prices)], env)
-    finally:
-        server.stop()
     assert result.returncode == 0, result.stderr
     # The progress lines count the batches as they go: one of each eval's rounds at a time.
     seen = [(int(m[0]), m[1], int(m[2]), int(m[3])) for m in BATCHES.findall(result.stderr)]
@@ -156,10 +150,9 @@ def test_after_kill_9_while_a_batch_is_in_flight_the_run_takes_it_up_again(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=4.0)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    env = engine_env(server, progress)
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
+        env = engine_env(server, progress)
         run = start(["m", "both", *registry, "--batch", "-j", "2"], env, new_session=True)
         wait_for(lambda: len(api.batches) == 2, timeout=60)  # both evals' first batches
         os.killpg(run.pid, signal.SIGKILL)  # oaievalset, the evals: all at once
@@ -170,8 +163,6 @@ def test_after_kill_9_while_a_batch_is_in_flight_the_run_takes_it_up_again(
         (state / "many.dev.v0.jsonl.batches").unlink()
         plan = run_cli(["m", "both", *registry, "--batch", "--plan", "--json"], env)
         again = run_cli(["m", "both", *registry, "--batch"], env, timeout=120)
-    finally:
-        server.stop()
     shown = {c["eval"]: c.get("batches") for c in json.loads(plan.stdout)["commands"]}
     assert shown["many.dev.v0"] is None and shown["graded.dev.v0"]["running"] == 1, shown
     assert json.loads(plan.stdout)["batch"] is True
@@ -196,12 +187,9 @@ def test_only_the_lines_a_batch_failed_are_sent_again(
         return None
 
     api = BatchAPI(delay=0.1, fail_line=fail_once)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
         result = run_cli(["m", "both", *registry, "--batch"], engine_env(server, progress))
-    finally:
-        server.stop()
     assert result.returncode == 0, result.stderr
     assert failed, "some lines failed"
     sent = Counter(api.submitted)
@@ -214,13 +202,10 @@ def test_batches_are_split_at_the_size_asked_for(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=0.1)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    env = {**engine_env(server, progress), "OAIEVAL_BATCH_SIZE": "15"}
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
+        env = {**engine_env(server, progress), "OAIEVAL_BATCH_SIZE": "15"}
         result = run_cli(["m", "both", *registry, "--batch"], env)
-    finally:
-        server.stop()
     assert result.returncode == 0, result.stderr
     sizes = [b["request_counts"]["total"] for b in api.batches.values()]
     assert sizes == [15, 15, 10, 10, 10], "the Match eval's 40, then the graded eval's rounds"
@@ -232,12 +217,9 @@ def test_an_expired_batch_keeps_what_it_answered_and_sends_only_the_rest(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=0.1, expire_after=15)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
         result = run_cli(["m", "both", *registry, "--batch"], engine_env(server, progress))
-    finally:
-        server.stop()
     assert result.returncode == 0, result.stderr
     assert any(b["status"] == "expired" for b in api.batches.values())
     assert len(set(api.submitted)) == REQUESTS
@@ -253,14 +235,11 @@ def test_a_failed_batch_says_why_and_one_that_answered_nothing_is_sent_again(
     # failed eval does; the next (its requests again) completes with neither an output
     # nor an error file, so they go a third time.
     api = BatchAPI(delay=0.1, fail_batches=1, no_output=2)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    env = engine_env(server, progress)
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
+        env = engine_env(server, progress)
         first = run_cli(["m", "both", *registry, "--batch"], env)
         again = run_cli(["m", "both", *registry, "--batch"], env)
-    finally:
-        server.stop()
     assert first.returncode == 1, first.stderr
     failed = next(iter(api.batches))
     why = f"batch {failed} failed: the input is not valid (invalid_request, line 1)"
@@ -278,10 +257,9 @@ def test_ctrl_c_leaves_the_batches_running_and_cancel_batches_cancels_them(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=60.0)
-    server = ChatServer(answer_fn=answer, models=("m",), batch_api=api).start()
-    progress = tmp_path / "batch"
-    env = engine_env(server, progress)
-    try:
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
+        env = engine_env(server, progress)
         run = start(["m", "both", *registry, "--batch", "-j", "2"], env, new_session=True)
         wait_for(lambda: len(api.batches) == 2, timeout=60)
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole group
@@ -298,8 +276,6 @@ def test_ctrl_c_leaves_the_batches_running_and_cancel_batches_cancels_them(
         cancel_again = run_cli(["m", "both", *registry, "--cancel-batches"], env)
         api.delay = 0.1  # the batches sent from now on answer at once
         again = run_cli(["m", "both", *registry, "--batch"], env, timeout=120)
-    finally:
-        server.stop()
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.count("1 batch (1 in progress), 0/") == 2, plan.stdout
     assert direct_run.returncode == 2 and server.requests == [], direct_run.stderr
@@ -350,19 +326,18 @@ def test_oaieval_alone_through_batches_with_several_models_asks_what_a_direct_ru
     runs = {}
     for mode in ("direct", "batch"):
         api = BatchAPI(delay=0.1)
-        server = ChatServer(answer_fn=pick, models=("m", "m2", "g"), batch_api=api).start()
-        env = {
-            **os.environ,
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": server.base_url,
-            "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            "OAIEVAL_BATCH_POLL": "0.2",
-        }
-        env.pop("OAIEVAL_ANSWER_JOURNAL", None)
-        if mode == "batch":
-            env["OAIEVAL_BATCH"] = "1"
-        record = tmp_path / f"{mode}.jsonl"
-        try:
+        with ChatServer(answer_fn=pick, models=("m", "m2", "g"), batch_api=api).start() as server:
+            env = {
+                **os.environ,
+                "OPENAI_API_KEY": "sk-test",
+                "OPENAI_BASE_URL": server.base_url,
+                "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                "OAIEVAL_BATCH_POLL": "0.2",
+            }
+            env.pop("OAIEVAL_ANSWER_JOURNAL", None)
+            if mode == "batch":
+                env["OAIEVAL_BATCH"] = "1"
+            record = tmp_path / f"{mode}.jsonl"
             ran = subprocess.run(
                 [*argv, "--record_path", str(record)],
                 env=env,
@@ -371,8 +346,6 @@ def test_oaieval_alone_through_batches_with_several_models_asks_what_a_direct_ru
                 timeout=120,
                 check=False,
             )
-        finally:
-            server.stop()
         assert ran.returncode == 0, ran.stderr
         asked = server.requests if mode == "direct" else api.bodies
         runs[mode] = (per_sample(record), sorted(json.dumps(b, sort_keys=True) for b in asked))
@@ -381,14 +354,13 @@ def test_oaieval_alone_through_batches_with_several_models_asks_what_a_direct_ru
             # One round per model of a sample, then the grades: three batches.
             assert len(api.batches) == 3 and len(api.bodies) == 3 * GRADED_SAMPLES
     # Cancel mode with nothing to cancel: said plainly, and nothing left behind.
-    server = ChatServer(answer_fn=pick, models=("m", "m2", "g"), batch_api=BatchAPI()).start()
-    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
-    env.update({"XDG_CACHE_HOME": str(tmp_path / "cache"), "OAIEVAL_BATCH": "cancel"})
-    env.pop("OAIEVAL_ANSWER_JOURNAL", None)
-    try:
+    with ChatServer(
+        answer_fn=pick, models=("m", "m2", "g"), batch_api=BatchAPI()
+    ).start() as server:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        env.update({"XDG_CACHE_HOME": str(tmp_path / "cache"), "OAIEVAL_BATCH": "cancel"})
+        env.pop("OAIEVAL_ANSWER_JOURNAL", None)
         cancel = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    finally:
-        server.stop()
     assert cancel.returncode == 0, cancel.stderr
     assert "cancelled 0 batch(es) of this eval; no record written" in cancel.stderr
     assert runs["batch"] == runs["direct"]

@@ -63,6 +63,17 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def art_registry(tmp_path: Path) -> Path:
+    """A registry with one MMMU eval, `art.dev.v1`, of the Art subject's dev split."""
+    root = tmp_path / "reg"
+    (root / "evals").mkdir(parents=True)
+    (root / "evals" / "art.yaml").write_text(
+        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
+        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
+    )
+    return root
+
+
 def test_the_bundled_mmlu_set_runs_all_57_subjects(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert len(MMLU_SUBJECTS) == 57
@@ -144,12 +155,7 @@ def test_without_datasets_the_error_names_the_extra(tmp_path: Path) -> None:
 
 def test_without_pillow_mmmus_images_name_the_extra(tmp_path: Path) -> None:
     hf_data.mmmu(tmp_path, subjects=("Art",), rows=1)
-    root = tmp_path / "reg"
-    (root / "evals").mkdir(parents=True)
-    (root / "evals" / "art.yaml").write_text(
-        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
-        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
-    )
+    root = art_registry(tmp_path)
     code = (
         "import sys; sys.modules['PIL'] = None; "
         "from oaievalset.engine.cli import main; raise SystemExit(main())"
@@ -220,13 +226,8 @@ def test_a_bad_row_names_the_dataset_and_the_row(tmp_path: Path) -> None:
 def test_the_plan_counts_the_questions_quietly_and_an_image_as_an_image(tmp_path: Path) -> None:
     hf_data.mmlu(tmp_path, subjects=("anatomy",), rows=3)
     hf_data.mmmu(tmp_path, subjects=("Art",), rows=3)
-    root = tmp_path / "reg"
-    (root / "evals").mkdir(parents=True)
+    root = art_registry(tmp_path)
     (root / "eval_sets").mkdir()
-    (root / "evals" / "art.yaml").write_text(
-        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
-        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
-    )
     (root / "eval_sets" / "s.yaml").write_text("both:\n  evals: [mmlu-anatomy, art.dev.v1]\n")
     done = subprocess.run(
         [sys.executable, "-m", "oaievalset", MODEL, "both", "--registry_path", str(root),
@@ -244,12 +245,7 @@ def test_the_plan_counts_the_questions_quietly_and_an_image_as_an_image(tmp_path
 
 def test_an_image_the_server_refuses_stops_mmmu_without_a_record(tmp_path: Path) -> None:
     hf_data.mmmu(tmp_path, subjects=("Art",), rows=2)
-    root = tmp_path / "reg"
-    (root / "evals").mkdir(parents=True)
-    (root / "evals" / "art.yaml").write_text(
-        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
-        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
-    )
+    root = art_registry(tmp_path)
     server = ChatServer(fail_status=400, models=(MODEL,)).start()
     record = tmp_path / "record.jsonl"
     try:
@@ -304,12 +300,7 @@ def test_a_bad_mmmu_row_names_the_row(tmp_path: Path, row: dict[str, str], expec
         "---\nconfigs:\n- config_name: Art\n  data_files:\n"
         "  - split: dev\n    path: dev.jsonl\n---\n"
     )
-    root = tmp_path / "reg"
-    (root / "evals").mkdir(parents=True)
-    (root / "evals" / "art.yaml").write_text(
-        "art.dev.v1:\n  class: evals.elsuite.mmmu.eval:MMMU\n"
-        "  args:\n    dataset: hf://mmmu/mmmu?name=Art&split=dev\n    subject: Art\n"
-    )
+    root = art_registry(tmp_path)
     done = oaieval(["dummy", "art.dev.v1", "--registry_path", str(root)], tmp_path, tmp_path)
     assert done.returncode == 1, done.stderr
     line = error_line(done)

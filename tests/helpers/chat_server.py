@@ -221,6 +221,12 @@ class ChatServer:
                 raise AssertionError("the server never went quiet")
             time.sleep(0.05)
 
+    def __enter__(self) -> ChatServer:
+        return self  # started already: `with ChatServer(...).start() as server:`
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
