@@ -338,7 +338,7 @@ class _Run:
 
     def end(self, slot: _Slot, outcome: Ended) -> None:
         """running -> ended (done, failed, timed out) or waiting (for a retry)."""
-        self.watch.update()  # its last answers, before a success removes its journal
+        self.watch.finish(command_id(slot.command))  # its last answers, before they go
         if self.view.progress:
             self.view.progress = self.watch.progress().describe(self.options.price)
             self.view.each = self.each_running()  # without this one, popped before

@@ -149,15 +149,25 @@ class Watch:
     def __init__(self) -> None:
         self.began = time.monotonic()
         self._evals: dict[str, _Eval] = {}
+        self._running: set[str] = set()  # the evals whose files may still grow
 
     def begin(self, key: str, journal: Path, log: Path) -> None:
         """An eval (re)starts: count what it writes from now on."""
         if key not in self._evals:
             self._evals[key] = _Eval(journal, log)
+        self._running.add(key)
 
     def update(self) -> None:
-        for each in self._evals.values():
-            each.update()
+        """What the running evals wrote since the last look (those that ended wrote all
+        they will: a set of thousands is not read again at every look)."""
+        for key in self._running:
+            self._evals[key].update()
+
+    def finish(self, key: str) -> None:
+        """An eval ended: what it wrote last, before a success removes its journal."""
+        if key in self._running:
+            self._evals[key].update()
+            self._running.discard(key)
 
     def answered(self, key: str) -> str | None:
         """`40/100` for one eval: its answers (kept ones included) of its samples, once its
