@@ -39,6 +39,20 @@ def wait_until(condition: Any, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def quiet(log: Path, seconds: float) -> Any:
+    """A condition: no eval alive, and no eval started, for `seconds`."""
+    last = {"count": -1, "since": time.monotonic()}
+
+    def check() -> bool:
+        events = starts(log)
+        if any(alive(e["pid"]) for e in events) or len(events) != last["count"]:
+            last.update(count=len(events), since=time.monotonic())
+            return False
+        return time.monotonic() - last["since"] >= seconds
+
+    return check
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -137,7 +151,10 @@ def main(scenario: str, args: dict[str, Any]) -> dict[str, Any]:
             proc.wait()
             args["recorded_at_kill"] = recorded()
             # Ray ends a dead driver's tasks, and the evals die with them; then a resume.
-            wait_until(lambda: not any(alive(e["pid"]) for e in starts(log)), timeout=60)
+            # A task handed to a worker just before the kill may still start its eval a
+            # moment after the others died: wait until nothing runs and nothing new started
+            # for a few seconds.
+            wait_until(quiet(log, seconds=3), timeout=60)
             args["first_starts"] = len(starts(log))
             proc = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
