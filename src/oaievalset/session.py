@@ -464,15 +464,8 @@ def _show_plan(
         read = {tuple(settings.registry_paths or ()): registry} if registry else {}
         plan.add_estimates(entries, progress, read)
     price = _live_price(settings, prices)
-    if settings.json:
-        text = show.plan_json(
-            settings.model, settings.eval_set, progress, entries, price, settings.batch
-        )
-    else:
-        text = show.plan_text(
-            settings.model, settings.eval_set, progress, entries, price, settings.batch
-        )
-    print(text)
+    render = show.plan_json if settings.json else show.plan_text
+    print(render(settings.model, settings.eval_set, progress, entries, price, settings.batch))
     return EXIT_OK
 
 

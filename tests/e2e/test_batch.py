@@ -82,6 +82,18 @@ def engine_env(server: ChatServer, progress: Path) -> dict[str, str]:
     }
 
 
+def run_batched(
+    api: BatchAPI, tmp_path: Path, registry: list[str], **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`oaievalset m both --batch` against a server with the Batch API `api`; its result,
+    and the folder of its progress file."""
+    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
+        progress = tmp_path / "batch"
+        env = {**engine_env(server, progress), **env}
+        result = run_cli(["m", "both", *registry, "--batch"], env)
+    return result, progress
+
+
 def report_of(progress: Path) -> dict[str, Any]:
     path = progress / "m.both.progress.d" / "report.json"
     report: dict[str, Any] = json.loads(path.read_text())
@@ -187,9 +199,7 @@ def test_only_the_lines_a_batch_failed_are_sent_again(
         return None
 
     api = BatchAPI(delay=0.1, fail_line=fail_once)
-    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
-        progress = tmp_path / "batch"
-        result = run_cli(["m", "both", *registry, "--batch"], engine_env(server, progress))
+    result, progress = run_batched(api, tmp_path, registry)
     assert result.returncode == 0, result.stderr
     assert failed, "some lines failed"
     sent = Counter(api.submitted)
@@ -202,10 +212,7 @@ def test_batches_are_split_at_the_size_asked_for(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=0.1)
-    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
-        progress = tmp_path / "batch"
-        env = {**engine_env(server, progress), "OAIEVAL_BATCH_SIZE": "15"}
-        result = run_cli(["m", "both", *registry, "--batch"], env)
+    result, progress = run_batched(api, tmp_path, registry, OAIEVAL_BATCH_SIZE="15")
     assert result.returncode == 0, result.stderr
     sizes = [b["request_counts"]["total"] for b in api.batches.values()]
     assert sizes == [15, 15, 10, 10, 10], "the Match eval's 40, then the graded eval's rounds"
@@ -217,9 +224,7 @@ def test_an_expired_batch_keeps_what_it_answered_and_sends_only_the_rest(
     tmp_path: Path, registry: list[str], direct: dict[str, Any]
 ) -> None:
     api = BatchAPI(delay=0.1, expire_after=15)
-    with ChatServer(answer_fn=answer, models=("m",), batch_api=api).start() as server:
-        progress = tmp_path / "batch"
-        result = run_cli(["m", "both", *registry, "--batch"], engine_env(server, progress))
+    result, progress = run_batched(api, tmp_path, registry)
     assert result.returncode == 0, result.stderr
     assert any(b["status"] == "expired" for b in api.batches.values())
     assert len(set(api.submitted)) == REQUESTS

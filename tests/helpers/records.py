@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,14 @@ def per_sample(record: Path) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         elif "final_report" in line:
             final = line["final_report"]
     return samples, final
+
+
+def requests_of_both(run: dict[str, Any]) -> tuple[Counter[str], Counter[str]]:
+    """The requests that reached the server from our engine and from the original's, in
+    one run of a differential test (`{"ours": {"requests": [...]}, "original": ...}`), each
+    as a count of its JSON: the same requests, in any order."""
+    ours, theirs = (
+        Counter(json.dumps(r, sort_keys=True) for r in run[side]["requests"])
+        for side in ("ours", "original")
+    )
+    return ours, theirs

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from helpers.chat_server import ChatServer
 from helpers.openai_registry import original_venv
+from helpers.records import requests_of_both
 
 MODEL = "gpt-4-test"  # a name the original takes for a chat model without asking the server
 SAMPLES = 8
@@ -227,10 +228,7 @@ def runs(original: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 
 @pytest.mark.parametrize("key", EVALS)
 def test_the_same_requests_reach_the_server(runs: dict[str, Any], key: str) -> None:
-    ours, theirs = (
-        Counter(json.dumps(r, sort_keys=True) for r in runs[key][side]["requests"])
-        for side in ("ours", "original")
-    )
+    ours, theirs = requests_of_both(runs[key])
     assert ours == theirs
     assert sum(ours.values()) > 0
 

@@ -28,7 +28,7 @@ import pytest
 from helpers import hf_data
 from helpers.chat_server import ChatServer
 from helpers.openai_registry import original_venv
-from helpers.records import per_sample
+from helpers.records import per_sample, requests_of_both
 
 pytest.importorskip("datasets", reason="the hf extra (datasets) is not installed")
 
@@ -173,10 +173,7 @@ def runs(original: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 
 @pytest.mark.parametrize("key", EVALS)
 def test_the_same_requests_reach_the_server(runs: dict[str, Any], key: str) -> None:
-    ours, theirs = (
-        Counter(json.dumps(r, sort_keys=True) for r in runs[key][side]["requests"])
-        for side in ("ours", "original")
-    )
+    ours, theirs = requests_of_both(runs[key])
     assert ours == theirs
     assert sum(ours.values()) == samples_of(key)
 
