@@ -86,7 +86,7 @@ def is_engine(pid: int) -> bool:
 
 
 def engine_of(driver: int) -> int:
-    """The driver's warm engine, once it has forked an eval."""
+    """The driver's warm engine, once it has forked a child (the spare for the first eval)."""
     found: list[int] = []
 
     def forked() -> bool:
@@ -122,6 +122,7 @@ def test_forked_evals_record_what_fresh_processes_record(
         proc = start(["m", "warm", *registry], env_for(server))
         engine = engine_of(proc.pid)  # an eval runs as the engine's child, not the driver's
         assert not set(children(engine)) & set(children(proc.pid))
+        forked = children(engine)
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         warm = records(isolated)
@@ -139,6 +140,32 @@ def test_forked_evals_record_what_fresh_processes_record(
     table = err.split("\n\n")[-1]
     assert all(f"{name}  done" in table for name in EVALS), table
     assert not alive(engine), "the engine goes with the run"
+    assert not any(alive(pid) for pid in forked), "and so do its children, the spare among them"
+
+
+def test_a_lost_spare_costs_nothing(isolated: Path, registry: list[str]) -> None:
+    # The engine keeps a child forked ahead for the next eval. Killed while the first eval
+    # waits for its first answer, the next eval is forked when it comes, from the engine.
+    slow = {0, SAMPLES}  # the first request of the first two evals
+    server = ChatServer(
+        answer_fn=lambda r: "yes", latency_fn=lambda n: 1.0 if n in slow else 0, models=("m",)
+    ).start()
+    try:
+        proc = start(["m", "warm", *registry], env_for(server))
+        engine = engine_of(proc.pid)
+        wait_for(lambda: len(server.requests) == 1 and len(children(engine)) == 2)
+        spare = max(children(engine))  # forked after the eval it took over from the first
+        os.kill(spare, signal.SIGKILL)
+        wait_for(lambda: len(server.requests) == SAMPLES + 1)
+        wait_for(lambda: len(children(engine)) == 2)  # the second eval, and a new spare
+        assert spare not in children(engine)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, err
+    assert "warm engine" not in err
+    assert sorted(recorded_keys(progress_file(isolated, "m", "warm"))) == EVALS
+    assert len(server.requests) == 3 * SAMPLES
 
 
 def test_ctrl_c_stops_a_forked_eval_and_leaves_no_process(
@@ -212,13 +239,13 @@ def test_a_lost_engine_fails_its_eval_and_the_others_start_fresh(
         proc = start(["m", "warm", *registry, "--attempts", "2"], env_for(server))
         engine = engine_of(proc.pid)
         wait_for(lambda: bool(server.requests))
-        (forked,) = children(engine)
+        forked = children(engine)  # the eval, and the spare forked for the next one
         os.kill(engine, signal.SIGKILL)
         _out, err = proc.communicate(timeout=60)
     finally:
         server.stop()
     assert proc.returncode == 0, err
-    wait_for(lambda: not alive(forked), timeout=5)
+    wait_for(lambda: not any(alive(pid) for pid in forked), timeout=5)
     assert "the warm engine that started it ended" in err
     assert sorted(recorded_keys(progress_file(isolated, "m", "warm"))) == EVALS
     assert len(server.requests) == 1 + 3 * SAMPLES, "the lost eval's one request, then all"

@@ -7,8 +7,9 @@ Unix socket's descriptor (and what to import ahead). Over that socket oaievalset
 eval's arguments, environment and folder, with its stdin, stdout and stderr as descriptors;
 this process answers with the child's pid and a pidfd for it, and with its exit code when it
 has ended. The child becomes the `oaieval` a fresh process would be: the same arguments,
-environment, folder and descriptors, the default Ctrl-C. When the socket closes (oaievalset
-ended, even by kill -9) the children left are stopped and this process exits.
+environment, folder and descriptors, the default Ctrl-C; it was forked ahead, while the eval
+before ran (see _Engine). When the socket closes (oaievalset ended, even by kill -9) the
+children left are stopped and this process exits.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ MESSAGE_MAX = 1 << 20  # bytes of one request: arguments and environment
 def serve(spec: str) -> list[str]:
     """Serve until the socket closes (then exit); in a forked child, return the arguments
     of its eval, for `main` to run as if they came from the command line."""
-    import selectors
     import socket
 
     fd, _, preload = spec.partition(":")
@@ -42,77 +42,193 @@ def serve(spec: str) -> list[str]:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import gc
 
+    names = [name for name in preload.split(",") if name]
     # What is imported lives as long as the process: collections while it is made find
     # nothing, and cost an eighth of the import of `openai`.
     gc.disable()
-    _preload([name for name in preload.split(",") if name])
+    _preload(names)
     gc.freeze()  # what is imported stays shared with the children, untouched by collections
     gc.enable()
-    children: dict[int, int] = {}  # pidfd -> pid
-    watch = selectors.DefaultSelector()
-    watch.register(control, selectors.EVENT_READ)
+    engine = _Engine(control, rehearse="openai" in names)
     if not _send(control, {"ready": PROTOCOL}):
         exit_now(0)
-    while True:
-        for key, _ in watch.select():
-            if key.fileobj is control:
-                try:
-                    message, fds, _, _ = socket.recv_fds(control, MESSAGE_MAX, 3)
-                except OSError:
-                    message, fds = b"", []
-                if not message:  # oaievalset is gone
-                    _stop(children)
-                    exit_now(0)
-                argv = _fork(control, message, fds, children, watch)
+    return engine.run()
+
+
+class _Spare:
+    """A child forked ahead of the next eval, that waits for it on a socket of its own."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid, self.pidfd, self.socket = pid, pidfd, sock
+
+    def take(self, message: bytes, fds: list[int]) -> bool:
+        """Hand it an eval's request; False if it cannot take it (it has ended)."""
+        import socket
+
+        try:
+            socket.send_fds(self.socket, [message], fds)
+        except OSError:
+            return False
+        finally:
+            self.socket.close()
+        return True
+
+    def drop(self) -> None:
+        """It will run no eval: it goes (killed, as nothing in it is an eval's yet)."""
+        self.socket.close()
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
+
+
+class _Engine:
+    """The warm engine's loop: requests from oaievalset in, one child per eval out, and
+    one spare child forked ahead, so that an eval starts without waiting for a fork. With
+    `rehearse` (a real model), the spare first runs a request through the `openai`
+    client with no network, so that what the eval's first request touches is its own
+    memory already rather than the engine's shared pages (their copies cost more than the
+    request itself)."""
+
+    def __init__(self, control: socket.socket, rehearse: bool) -> None:
+        import selectors
+
+        self.control = control
+        self.rehearse = rehearse
+        self.children: dict[int, int] = {}  # pidfd -> pid
+        self.spare: _Spare | None = None
+        self.spares = True  # False once a spare could not be forked
+        self.watch = selectors.DefaultSelector()
+        self.watch.register(control, selectors.EVENT_READ)
+
+    def run(self) -> list[str]:
+        """Serve; in a child, return its eval's arguments."""
+        import socket
+
+        while True:
+            if self.spare is None and self.spares:
+                argv = self._fork_spare()
                 if argv is not None:
                     return argv
-            else:
-                pid = children.pop(key.fd)
-                watch.unregister(key.fd)
-                _, status = os.waitpid(pid, 0)
-                os.close(key.fd)
-                if not _send(control, {"ended": pid, "code": os.waitstatus_to_exitcode(status)}):
-                    _stop(children)
-                    exit_now(0)
+            for key, _ in self.watch.select():
+                if key.fileobj is self.control:
+                    try:
+                        message, fds, _, _ = socket.recv_fds(self.control, MESSAGE_MAX, 3)
+                    except OSError:
+                        message, fds = b"", []
+                    if not message:  # oaievalset is gone
+                        self.stop()
+                    argv = self._start(message, fds)
+                    if argv is not None:
+                        return argv
+                else:
+                    self._reap(key.fd)
 
+    def _start(self, message: bytes, fds: list[int]) -> list[str] | None:
+        """Start the eval a request asks for, in the spare if there is one; in a child,
+        its arguments; here, None."""
+        import selectors
 
-def _fork(
-    control: socket.socket,
-    message: bytes,
-    fds: list[int],
-    children: dict[int, int],
-    watch: Any,
-) -> list[str] | None:
-    """Fork the child a request asks for; in the child, its arguments; here, None."""
-    import selectors
-
-    try:
-        request = json.loads(message)
-        argv, env, cwd = list(request["argv"]), dict(request["env"]), str(request["cwd"])
-        if len(fds) != 3:
-            raise ValueError("a request brings stdin, stdout and stderr")
-        pid = os.fork()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        try:
+            request = json.loads(message)
+            argv, env, cwd = list(request["argv"]), dict(request["env"]), str(request["cwd"])
+            if len(fds) != 3:
+                raise ValueError("a request brings stdin, stdout and stderr")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._failed(exc, fds)
+            return None
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.take(message, fds):
+            pid, pidfd = spare.pid, spare.pidfd
+        else:
+            if spare is not None:
+                spare.drop()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                self._failed(exc, fds)
+                return None
+            if pid == 0:
+                self._leave()
+                _become(argv, env, cwd, fds)
+                return argv[1:]
+            pidfd = os.pidfd_open(pid)
         for each in fds:
             os.close(each)
-        _send(control, {"failed": str(exc)})
+        self.children[pidfd] = pid
+        self.watch.register(pidfd, selectors.EVENT_READ)
+        if not _send(self.control, {"started": pid}, pidfd):
+            self.stop()
         return None
-    if pid == 0:
-        watch.close()
-        control.close()
-        for pidfd in children:
+
+    def _failed(self, exc: Exception, fds: list[int]) -> None:
+        for each in fds:
+            os.close(each)
+        _send(self.control, {"failed": str(exc)})
+
+    def _fork_spare(self) -> list[str] | None:
+        """Fork the spare; in it, once it is given an eval, that eval's arguments."""
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            self.spares = False  # evals are forked when they come instead
+            return None
+        if pid == 0:
+            ours.close()
+            self._leave()
+            return _wait_for_eval(theirs, self.rehearse)
+        theirs.close()
+        self.spare = _Spare(pid, os.pidfd_open(pid), ours)
+        return None
+
+    def _leave(self) -> None:
+        """In a child: let go of what is the engine's (a child is only ever forked while
+        there is no spare: a spare's socket is the engine's alone)."""
+        self.watch.close()
+        self.control.close()
+        for pidfd in self.children:
             os.close(pidfd)
-        _become(argv, env, cwd, fds)
-        return argv[1:]
-    for each in fds:
-        os.close(each)
-    pidfd = os.pidfd_open(pid)
-    children[pidfd] = pid
-    watch.register(pidfd, selectors.EVENT_READ)
-    if not _send(control, {"started": pid}, pidfd):
-        _stop(children)
+
+    def _reap(self, pidfd: int) -> None:
+        pid = self.children.pop(pidfd)
+        self.watch.unregister(pidfd)
+        _, status = os.waitpid(pid, 0)
+        os.close(pidfd)
+        if not _send(self.control, {"ended": pid, "code": os.waitstatus_to_exitcode(status)}):
+            self.stop()
+
+    def stop(self) -> NoReturn:
+        """oaievalset is gone: so are the spare and the evals (see _stop); then this."""
+        if self.spare is not None:
+            self.spare.drop()
+        _stop(self.children)
         exit_now(0)
-    return None
+
+
+def _wait_for_eval(control: socket.socket, rehearse: bool) -> list[str]:
+    """In the spare: rehearse, then wait for an eval and become its process; exit if the
+    engine goes first."""
+    import socket
+
+    if rehearse:
+        with contextlib.suppress(Exception):  # a rehearsal that fails costs time, nothing else
+            _ask_once()
+    try:
+        message, fds, _, _ = socket.recv_fds(control, MESSAGE_MAX, 3)
+    except OSError:
+        message = b""
+    if not message:
+        os._exit(0)
+    control.close()
+    request = json.loads(message)  # read by the engine already
+    _become(list(request["argv"]), dict(request["env"]), str(request["cwd"]), fds)
+    return list(request["argv"])[1:]
 
 
 def _become(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) -> None:
@@ -179,6 +295,8 @@ def _stop(children: dict[int, int]) -> None:
 
 def _preload(names: list[str]) -> None:
     """Import ahead what every eval imports, and `openai` when asked (a real model)."""
+    import shutil  # noqa: F401  # by argparse, for the width of its help, in every parser
+
     import oaievalset.engine.answers
     import oaievalset.engine.batch  # where the eval asks whether it runs in batch mode
     import oaievalset.engine.completions
@@ -194,6 +312,8 @@ def _preload(names: list[str]) -> None:
         import yaml  # noqa: F401  # imported by the registry where it reads a file
 
     if "openai" in names:
+        import encodings.idna  # noqa: F401  # by the socket module, for every host name
+
         with contextlib.suppress(Exception):  # a warm-up that fails costs time, nothing else
             _first_request()
 
@@ -213,8 +333,19 @@ _ANSWER = {
 
 def _first_request() -> None:
     """What the `openai` package builds at its first request (its request and response
-    types, their validators) built here once: one request answered by a transport in this
-    process, no socket, no thread."""
+    types, their validators) built here once; and the HTTP client the package would make for
+    the eval's first client, its TLS settings loaded (tens of milliseconds), for the child
+    to take."""
+    import openai
+
+    _ask_once()
+    global _http_client
+    _http_client = (_client_environment(), openai.DefaultHttpxClient())
+
+
+def _ask_once() -> None:
+    """One request through the `openai` package's client, answered by a transport in this
+    process: no socket, no thread."""
     import openai
 
     # The package's HTTP client is httpx's (or a fork's): its module has the mock transport.
@@ -234,10 +365,6 @@ def _first_request() -> None:
     if answer.usage is not None:
         answer.usage.model_dump(mode="json")
     client.close()
-    # And the HTTP client the package would make for the eval's first client, its TLS
-    # settings loaded (tens of milliseconds), for the child to take.
-    global _http_client
-    _http_client = (_client_environment(), openai.DefaultHttpxClient())
 
 
 # Made ahead in the engine, taken by the first client of a child: (what it was made from,
