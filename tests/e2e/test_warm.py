@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,17 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def collect_children(pid: int, found: set[int]) -> None:
+    """Add the children of `pid` to `found` until it has ended."""
+    while alive(pid):
+        found.update(children(pid))
+        time.sleep(0.005)
+
+
 def descendants(pid: int) -> list[int]:
     found = children(pid)
     for child in list(found):
@@ -122,8 +134,11 @@ def test_forked_evals_record_what_fresh_processes_record(
         proc = start(["m", "warm", *registry], env_for(server))
         engine = engine_of(proc.pid)  # an eval runs as the engine's child, not the driver's
         assert not set(children(engine)) & set(children(proc.pid))
-        forked = children(engine)
+        forked: set[int] = set()  # every child of the engine, the spare left at the end too
+        watching = threading.Thread(target=collect_children, args=(engine, forked), daemon=True)
+        watching.start()
         _out, err = proc.communicate(timeout=60)
+        watching.join(timeout=10)
         assert proc.returncode == 0, err
         warm = records(isolated)
         fresh_run = run_cli(["m", "warm", *registry, "--no-resume"],
@@ -140,6 +155,7 @@ def test_forked_evals_record_what_fresh_processes_record(
     table = err.split("\n\n")[-1]
     assert all(f"{name}  done" in table for name in EVALS), table
     assert not alive(engine), "the engine goes with the run"
+    assert len(forked) > len(EVALS), "a spare is forked ahead of each eval"
     assert not any(alive(pid) for pid in forked), "and so do its children, the spare among them"
 
 
@@ -154,7 +170,7 @@ def test_a_lost_spare_costs_nothing(isolated: Path, registry: list[str]) -> None
         proc = start(["m", "warm", *registry], env_for(server))
         engine = engine_of(proc.pid)
         wait_for(lambda: len(server.requests) == 1 and len(children(engine)) == 2)
-        spare = max(children(engine))  # forked after the eval it took over from the first
+        (spare,) = [pid for pid in children(engine) if threads(pid) == 1]  # the eval has more
         os.kill(spare, signal.SIGKILL)
         wait_for(lambda: len(server.requests) == SAMPLES + 1)
         wait_for(lambda: len(children(engine)) == 2)  # the second eval, and a new spare

@@ -171,20 +171,31 @@ class _Engine:
         """Fork the spare; in it, once it is given an eval, that eval's arguments."""
         import socket
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            self.spares = False  # evals are forked when they come instead
+            return None
         try:
             pid = os.fork()
         except OSError:
             ours.close()
             theirs.close()
-            self.spares = False  # evals are forked when they come instead
+            self.spares = False
             return None
         if pid == 0:
             ours.close()
             self._leave()
             return _wait_for_eval(theirs, self.rehearse)
         theirs.close()
-        self.spare = _Spare(pid, os.pidfd_open(pid), ours)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # out of descriptors: the spare reads the hang-up and exits
+            ours.close()
+            os.waitpid(pid, 0)
+            self.spares = False
+            return None
+        self.spare = _Spare(pid, pidfd, ours)
         return None
 
     def _leave(self) -> None:
@@ -216,6 +227,9 @@ def _wait_for_eval(control: socket.socket, rehearse: bool) -> list[str]:
     engine goes first."""
     import socket
 
+    # Ctrl-C stops it while it is not an eval yet, or one that has not begun (it may be
+    # handed its eval while it rehearses); an eval gets the default handler in _become.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if rehearse:
         with contextlib.suppress(Exception):  # a rehearsal that fails costs time, nothing else
             _ask_once()
