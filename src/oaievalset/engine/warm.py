@@ -131,8 +131,7 @@ class _Engine:
         import selectors
 
         try:
-            request = json.loads(message)
-            argv, env, cwd = list(request["argv"]), dict(request["env"]), str(request["cwd"])
+            argv, env, cwd = _read_request(message)
             if len(fds) != 3:
                 raise ValueError("a request brings stdin, stdout and stderr")
         except (ValueError, KeyError, TypeError) as exc:
@@ -240,9 +239,15 @@ def _wait_for_eval(control: socket.socket, rehearse: bool) -> list[str]:
     if not message:
         os._exit(0)
     control.close()
-    request = json.loads(message)  # read by the engine already
-    _become(list(request["argv"]), dict(request["env"]), str(request["cwd"]), fds)
-    return list(request["argv"])[1:]
+    argv, env, cwd = _read_request(message)  # read by the engine already: it is sound
+    _become(argv, env, cwd, fds)
+    return argv[1:]
+
+
+def _read_request(message: bytes) -> tuple[list[str], dict[str, str], str]:
+    """An eval's arguments, environment and folder, from oaievalset's request."""
+    request = json.loads(message)
+    return list(request["argv"]), dict(request["env"]), str(request["cwd"])
 
 
 def _become(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) -> None:
