@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 
 from oaievalset.engine.errors import EngineError, ModelError, SampleError
+from oaievalset.engine.openaipkg import defer_types
 
 if TYPE_CHECKING:
     from oaievalset.engine.answers import Answers
@@ -188,6 +189,7 @@ class OpenAIChatCompletionFn:
                 f"(any value will do for a local server; 'dummy' needs none)"
             )
         try:
+            defer_types()  # half of the package's import, for types an eval does not use
             import openai
         except ImportError:  # pragma: no cover - openai is a dependency
             raise EngineError("the 'openai' package is missing; pip install openai") from None

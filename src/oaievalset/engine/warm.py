@@ -355,6 +355,9 @@ def _first_request() -> None:
     types, their validators) built here once; and the HTTP client the package would make for
     the eval's first client, its TLS settings loaded (tens of milliseconds), for the child
     to take."""
+    from oaievalset.engine.openaipkg import defer_types
+
+    defer_types()
     import openai
 
     _ask_once()
