@@ -5,6 +5,7 @@ Ctrl-C, kill -9, timeouts; and a lost engine costs nothing but the eval it was r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -182,6 +183,34 @@ def test_a_lost_spare_costs_nothing(isolated: Path, registry: list[str]) -> None
     assert "warm engine" not in err
     assert sorted(recorded_keys(progress_file(isolated, "m", "warm"))) == EVALS
     assert len(server.requests) == 3 * SAMPLES
+
+
+def running_evals(engine: int) -> list[int]:
+    """The engine's children that run an eval: the spare waits with one thread, an eval
+    has its requests' threads too."""
+    found = []
+    for pid in children(engine):
+        with contextlib.suppress(OSError):  # ended since
+            if threads(pid) > 1:
+                found.append(pid)
+    return found
+
+
+def test_evals_at_once_are_each_forked_from_the_engine(isolated: Path, registry: list[str]) -> None:
+    server = ChatServer(answer_fn=lambda r: "yes", latency=0.5, models=("m",)).start()
+    try:
+        proc = start(["m", "warm", *registry, "-j", "3"], env_for(server))
+        engine = engine_of(proc.pid)
+        wait_for(lambda: len(running_evals(engine)) == 3)  # all three, side by side
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, err
+    assert sorted(recorded_keys(progress_file(isolated, "m", "warm"))) == EVALS
+    assert len(server.requests) == 3 * SAMPLES
+    for name, record in records(isolated).items():
+        (report,) = [e["final_report"] for e in events(record) if "final_report" in e]
+        assert report["accuracy"] == 0.5, name  # "yes" to each, right for half
 
 
 def test_ctrl_c_stops_a_forked_eval_and_leaves_no_process(
