@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from oaievalset.records import Usage
+from oaievalset.records import RecordSummary
 
 CHARS_PER_TOKEN = 4.0  # English text in the GPT tokenizers, roughly
 TOKENS_PER_MESSAGE = 4  # the chat format's own tokens around each message, roughly
@@ -80,11 +80,11 @@ def _content_tokens(content: Any) -> float:
 def estimate(
     command: Sequence[str],
     journal: Path | None = None,
-    earlier: Any = None,
+    earlier: RecordSummary | None = None,
     registries: dict[tuple[str, ...], Any] | None = None,
 ) -> Estimate | str:
     """The estimate of an `oaieval` command, or why there is none (one line). `earlier`
-    is the record of an earlier run of the same eval, if there is one (records.Record);
+    is the summary of a record of an earlier run of the same eval, if there is one;
     `registries` keeps the registries read, by their roots, for the next command."""
     import logging
 
@@ -137,9 +137,9 @@ def estimate(
     requests = sum(c.requests for c in counters)
     answered = min(requests, _answers_in(journal)) if journal else 0
     left = 1 - answered / requests if requests else 1.0
-    usage = getattr(earlier, "usage", None)
-    measured = len(getattr(earlier, "samples", None) or [])
-    if isinstance(usage, Usage) and usage.prompt_tokens and measured:
+    usage = earlier.usage if earlier is not None else None
+    measured = earlier.samples if earlier is not None else 0
+    if usage is not None and usage.prompt_tokens and measured:
         per_sample_in = usage.prompt_tokens / measured
         per_sample_out = usage.completion_tokens / measured
         return Estimate(

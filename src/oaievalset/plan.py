@@ -65,9 +65,10 @@ def add_estimates(
 ) -> None:
     """To each entry still to run, what it would ask (estimate.Estimate, or why there is no
     estimate): its answer journal counts, and a record of an earlier run of the same eval
-    gives its tokens per sample."""
+    gives its tokens per sample (read through the state folder's summaries of records, as
+    the report reads them: once, then again only when it changes)."""
     from oaievalset.estimate import estimate
-    from oaievalset.records import read_record
+    from oaievalset.summaries import CACHE_NAME, SummaryCache
 
     states = progress.state.states()
     latest: dict[str, tuple[float, str]] = {}  # eval -> (when, record) of its last record
@@ -78,13 +79,16 @@ def add_estimates(
             if when >= latest.get(command[2], (-1.0, ""))[0]:
                 latest[command[2]] = (when, str(done["record"]))
     registries = dict(registries or {})  # by roots, read once for all the commands
+    state_dir = progress.state_dir
+    cache = SummaryCache(state_dir / CACHE_NAME if state_dir.is_dir() else None)
     for entry in entries:
         if entry["status"] == "done":
             continue
         command = entry["command"]
-        earlier = read_record(latest[command[2]][1]) if command[2] in latest else None
+        earlier = cache.summary(latest[command[2]][1]) if command[2] in latest else None
         journal = progress.state.answers_path(command)
         entry["estimate"] = estimate(command, journal, earlier, registries)
+    cache.save()
 
 
 def list_sets(registry: Registry) -> list[dict[str, Any]]:

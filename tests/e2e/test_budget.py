@@ -282,6 +282,14 @@ def test_the_plan_estimates_requests_and_tokens_and_then_uses_what_a_run_measure
         before = plan_of(["m", "three", *registry, *prices], env)
         ran = run_cli(["m", "three", *registry, *prices, "--max_samples", "20"], env)
         after = plan_of(["m", "three", *registry, *prices], env)
+        # The plan reads the records through the state folder's summaries, as the report
+        # does: a summary that says twice the usage (the record unchanged) is what it uses.
+        summaries = isolated / "m.three.progress.d" / "record-summaries.json"
+        cache = json.loads(summaries.read_text())
+        for entry in cache["records"].values():
+            entry["usage"] = [2 * n for n in entry["usage"]]
+        summaries.write_text(json.dumps(cache))
+        cached = plan_of(["m", "three", *registry, *prices], env)
     finally:
         server.stop()
     assert ran.returncode == 0, ran.stderr
@@ -298,6 +306,8 @@ def test_the_plan_estimates_requests_and_tokens_and_then_uses_what_a_run_measure
     spent = sum(e["usage"]["total_tokens"] for e in json.loads(
         (isolated / "m.three.progress.d" / "report.json").read_text())["evals"])  # fmt: skip
     assert spent == 10 * 60 and total["input_tokens"] + total["output_tokens"] == spent * 5
+    total = cached["estimate"]
+    assert (total["input_tokens"], total["output_tokens"]) == (14 * 300, 6 * 300)
 
 
 def test_the_plan_counts_a_graders_requests_and_the_answers_a_journal_has(
