@@ -5,6 +5,7 @@ package made for the test (the same files imported both ways), and on the instal
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,17 +27,20 @@ PACKAGE = {
     "from .b import B, helper as aid\n"
     "from . import c\n"
     "from .sub import S as S\n"
-    "from .sub.deep import D as D\n",
+    "from .sub.deep import D as D\n"
+    "from .runs import extra as extra\n",
     "a.py": "from . import b\nA = ('A', b.B)\n",
     "b.py": "B = 'B'\ndef helper():\n    return 'helped'\n",
     "c.py": "C = 'C'\n",
     "unlisted.py": "U = 'U'\n",
-    "sub/__init__.py": "from .s import S as S\n",
+    "sub/__init__.py": "from .s import S as S\nfrom ..b import B as B2\n",  # two levels up
+    "broken.py": "import no_such_dependency\n",  # a submodule that cannot be imported
     "sub/s.py": "S = 'S'\n",
     "sub/deep.py": "D = 'D'\n",
     # An __init__ that does more than import: run at the import, as it would be.
     "runs/__init__.py": "from .b import B as B\nRAN = True\n",
     "runs/b.py": "B = 'runs.B'\n",
+    "runs/extra.py": "E = 'E'\n",  # a submodule its __init__ does not import
     # A name bound to an object and also the submodule of that name: imported as it is.
     "clash/__init__.py": "from .x import x as x\n",
     "clash/x.py": "def x():\n    return 'x'\n",
@@ -82,11 +86,17 @@ def test_a_name_is_bound_at_its_first_lookup(packages: tuple[Any, Any]) -> None:
     exec("from deferred_pkg import B, aid", names)
     assert (names["B"], names["aid"]()) == ("B", "helped")
     assert deferred.c is sys.modules["deferred_pkg.c"]
-    assert (deferred.S, deferred.D) == ("S", "D")
+    assert (deferred.S, deferred.D, deferred.sub.B2) == ("S", "D", "B")
+    assert deferred.extra.E == "E" and deferred.extra is sys.modules["deferred_pkg.runs.extra"]
     assert "A" in vars(deferred)
     assert deferred.unlisted.U == "U"  # a submodule the __init__ does not import
     with pytest.raises(AttributeError, match="module 'deferred_pkg' has no attribute 'nope'"):
         deferred.nope  # noqa: B018
+    # A submodule that fails to import: no such attribute, and its import says why.
+    assert hasattr(deferred, "broken") is hasattr(plain, "broken") is False
+    for package in ("plain_pkg", "deferred_pkg"):
+        with pytest.raises(ModuleNotFoundError, match="no_such_dependency"):
+            exec(f"from {package} import broken", {})
 
 
 def test_dir_and_a_star_import_see_every_name(packages: tuple[Any, Any]) -> None:
@@ -94,11 +104,12 @@ def test_dir_and_a_star_import_see_every_name(packages: tuple[Any, Any]) -> None
     assert [n for n in dir(deferred) if not n.startswith("_")] == [
         n for n in dir(plain) if not n.startswith("_")
     ]
+    plain.A = deferred.A = "patched"  # a name set since: a star import leaves it
     star: dict[str, Any] = {}
     exec("from deferred_pkg import *", star)
     expected: dict[str, Any] = {}
     exec("from plain_pkg import *", expected)
-    assert public(star) == public(expected)
+    assert public(star) == public(expected) and star["A"] == "patched"
     assert public(vars(deferred)) == public(vars(plain))
 
 
@@ -111,8 +122,7 @@ def test_an_init_that_does_more_than_import_runs_at_the_import(
 
 
 openai_installed = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import openai"], check=False).returncode != 0,
-    reason="openai is not installed",
+    importlib.util.find_spec("openai") is None, reason="openai is not installed"
 )
 
 DEFER = "from oaievalset.engine.openaipkg import defer_types; defer_types(); import openai\n"
@@ -121,16 +131,19 @@ DEFER = "from oaievalset.engine.openaipkg import defer_types; defer_types(); imp
 NAMES_OF_PACKAGES = """
 import importlib, json, pkgutil, sys
 import openai.types
+def described(v):
+    if isinstance(v, type(sys)):
+        return ["module", v.__name__]
+    if type(v).__module__ in ("typing", "typing_extensions"):  # an alias: Union[...], ...
+        return [type(v).__name__, repr(v)]
+    return [type(v).__name__, getattr(v, "__module__", None), getattr(v, "__qualname__", None)]
 names = {}
 todo = ["openai.types"]
 while todo:
     name = todo.pop()
     package = importlib.import_module(name)
     exec(f"from {name} import *", {})  # binds every name of a deferred package
-    names[name] = {
-        k: (type(v).__name__, getattr(v, "__module__", None), getattr(v, "__qualname__", None))
-        for k, v in vars(package).items() if not k.startswith("_")
-    }
+    names[name] = {k: described(v) for k, v in vars(package).items() if not k.startswith("_")}
     todo += [f"{name}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if m.ispkg]
 print(json.dumps(names, sort_keys=True))
 """

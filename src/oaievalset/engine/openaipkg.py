@@ -8,7 +8,8 @@ run: the package is made with its `__path__`, and each name it would re-export i
 from its module the first time it is looked up (`from openai.types import FilePurpose`
 imports `openai.types.file_purpose` alone), as is a submodule asked for by its name. A
 package whose `__init__` does anything else is imported as it is. What a lookup gives is
-what the `__init__` would have bound; `dir()` and `from ... import *` see every name.
+what the `__init__` would have bound; `dir()` and `from ... import *` see every name it
+binds.
 
 This saves 0.15 to 0.2 s of each process that imports `openai`, the warm engine included.
 """
@@ -23,7 +24,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 # The packages whose re-exports are bound when used: this one and those under it.
 DEFERRED = "openai.types"
@@ -59,15 +60,21 @@ class DeferredPackages(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _reexports(spec: importlib.machinery.ModuleSpec) -> dict[str, tuple[str, str | None]] | None:
-    """What the package's `__init__` binds, name -> (module, name in it; None for the
-    module itself), if it does nothing but import; None otherwise (or if it cannot be read)."""
+# What a package's `__init__` binds: name -> (module, name in it; None for the module).
+Exports = dict[str, tuple[str, Optional[str]]]
+
+
+def _reexports(spec: importlib.machinery.ModuleSpec) -> Exports | None:
+    """What the package's `__init__` binds, if it does nothing but import; None otherwise
+    (or if it cannot be read: no source, a namespace package)."""
+    if not spec.has_location or spec.origin is None:
+        return None
     try:
-        with open(str(spec.origin), "rb") as f:
+        with open(spec.origin, "rb") as f:
             body = ast.parse(f.read()).body
     except (OSError, SyntaxError, ValueError):
         return None
-    exports: dict[str, tuple[str, str | None]] = {}
+    exports: Exports = {}
     for node in body:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # the docstring
@@ -90,15 +97,13 @@ def _reexports(spec: importlib.machinery.ModuleSpec) -> dict[str, tuple[str, str
     # A name bound to something else than the submodule of that name: which of the two the
     # package holds would depend on what was imported first.
     for submodule in _submodules(spec.name, exports):
-        if exports.get(submodule, (f"{spec.name}.{submodule}", None)) != (
-            f"{spec.name}.{submodule}",
-            None,
-        ):
+        itself = (f"{spec.name}.{submodule}", None)
+        if exports.get(submodule, itself) != itself:
             return None
     return exports
 
 
-def _submodules(package: str, exports: dict[str, tuple[str, str | None]]) -> set[str]:
+def _submodules(package: str, exports: Exports) -> set[str]:
     """The submodules the `__init__` imports (and so binds in the package), by name."""
     inside = package + "."
     return {
@@ -112,7 +117,7 @@ class _BindWhenUsed(importlib.abc.Loader):
     """Makes the package (its `__path__` set, so its submodules import) without running its
     `__init__`, and binds each of its re-exports at the first lookup of its name."""
 
-    def __init__(self, loader: Any, exports: dict[str, tuple[str, str | None]]) -> None:
+    def __init__(self, loader: Any, exports: Exports) -> None:
         self.loader = loader
         self.exports = exports
 
@@ -127,22 +132,22 @@ class _BindWhenUsed(importlib.abc.Loader):
         package = module.__name__
 
         def __getattr__(name: str) -> Any:
+            missing = AttributeError(f"module {package!r} has no attribute {name!r}")
             if name in exports:
                 where, attribute = exports[name]
                 value = _imported(where, attribute)
                 module.__dict__[name] = value
                 return value
             if name == "__all__":  # `from package import *`: every name, then the dict
-                for each in exports:
+                for each in exports.keys() - module.__dict__.keys():
                     __getattr__(each)
-            elif not name.startswith("__"):  # a submodule not imported yet
-                try:
-                    return importlib.import_module(f"{package}.{name}")
-                except ModuleNotFoundError as exc:
-                    if exc.name != f"{package}.{name}":
-                        raise
-            missing = f"module {package!r} has no attribute {name!r}"
-            raise AttributeError(missing)
+                raise missing
+            if name.startswith("__") or not name.isidentifier():
+                raise missing
+            try:  # a submodule not imported yet, as `from package import name` finds it
+                return importlib.import_module(f"{package}.{name}")
+            except ImportError:  # none, or it fails: the `from` import says why
+                raise missing from None
 
         def __dir__() -> list[str]:
             return sorted({*module.__dict__, *exports, *_submodules(package, exports)})
