@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from oaievalset.errors import OaiEvalSetError, UsageError
 from oaievalset.metrics import finite, headline
 from oaievalset.records import RecordSummary, Usage
-from oaievalset.summaries import CACHE_NAME, SinkFor, SummaryCache
+from oaievalset.summaries import SinkFor, SummaryCache
 
 if TYPE_CHECKING:
     from oaievalset.state.journal import CommandState
@@ -136,8 +136,7 @@ def compare(
             recorded = set()
         every = progress.state.states()
         # Beside the journal: no folder is made for a model that has none.
-        state_dir = progress.state_dir
-        cache = SummaryCache(state_dir / CACHE_NAME if state_dir.is_dir() else None)
+        cache = SummaryCache.of_folder(progress.state_dir)
         if commands is not None:
             states = {str(c[2]): every.get(command_id(c), {"command": list(c)}) for c in commands}
         else:

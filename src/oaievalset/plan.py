@@ -68,7 +68,7 @@ def add_estimates(
     gives its tokens per sample (read through the state folder's summaries of records, as
     the report reads them: once, then again only when it changes)."""
     from oaievalset.estimate import estimate
-    from oaievalset.summaries import CACHE_NAME, SummaryCache
+    from oaievalset.summaries import SummaryCache
 
     states = progress.state.states()
     latest: dict[str, tuple[float, str]] = {}  # eval -> (when, record) of its last record
@@ -79,8 +79,7 @@ def add_estimates(
             if when >= latest.get(command[2], (-1.0, ""))[0]:
                 latest[command[2]] = (when, str(done["record"]))
     registries = dict(registries or {})  # by roots, read once for all the commands
-    state_dir = progress.state_dir
-    cache = SummaryCache(state_dir / CACHE_NAME if state_dir.is_dir() else None)
+    cache = SummaryCache.of_folder(progress.state_dir)
     for entry in entries:
         if entry["status"] == "done":
             continue

@@ -42,6 +42,12 @@ class SummaryCache:
         if path is not None:
             self._load(path)
 
+    @classmethod
+    def of_folder(cls, state_dir: Path) -> SummaryCache:
+        """The cache of a state folder, or one that keeps nothing when the folder does not
+        exist (it is not made for the cache)."""
+        return cls(state_dir / CACHE_NAME if state_dir.is_dir() else None)
+
     def _load(self, path: Path) -> None:
         try:
             data = json.loads(path.read_bytes())
